@@ -1,0 +1,307 @@
+"""netzoo's command line: thin click commands, one library call each.
+
+Anything a command does is also one Python call (named in each command's body), as in sqlite-utils.
+A NetzooError is printed as one line, without a traceback, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from netzoo.errors import NetzooError
+
+PATH = click.Path(path_type=Path)
+
+
+def _ints(text: str | None) -> list[int] | None:
+    """'0,1,2' -> [0, 1, 2]; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
+
+
+def _shape(text: str | None) -> tuple[int, int, int] | None:
+    """'1x28x28' -> (1, 28, 28)."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"expected CxHxW like 1x28x28, got {text!r}")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="netzoo")
+def cli() -> None:
+    """netzoo: generate a zoo of ~1000 networks, train every one, and answer questions about the population.
+
+    Example:
+
+        netzoo generate --dataset digits && netzoo train --zoo zoo/digits --dataset digits --results results/digits
+    """
+
+
+# --- zoo ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--spec", default="default", show_default=True, help="default, square, variance, or a PATH.toml")
+@click.option("--dataset", default=None, help="digits (1x8x8), mnist, fashion-mnist, kmnist (1x28x28); default digits")
+@click.option("--input-shape", default=None, help="CxHxW instead of --dataset, e.g. 3x32x32")
+@click.option("--classes", type=int, default=None, help="number of classes, with --input-shape (default 10)")
+@click.option("--seed", type=int, default=None, help="generation seed (default: the spec's)")
+@click.option("--out", type=PATH, default=None, help="output folder (default zoo/<dataset or shape>)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def generate(spec, dataset, input_shape, classes, seed, out, quiet) -> None:
+    """Render every network of a spec into DIR/<Name>.py and DIR/manifest.parquet.
+
+    Example:
+
+        netzoo generate --dataset mnist --out zoo/mnist
+    """
+    from netzoo.generate import generate_zoo
+
+    if dataset and input_shape:
+        raise click.UsageError("--dataset cannot be used with --input-shape: give one of them")
+    if classes is not None and not input_shape:
+        raise click.UsageError("--classes goes with --input-shape (a dataset knows its classes)")
+    generate_zoo(spec=spec, dataset=dataset, input_shape=_shape(input_shape), classes=classes,
+                 seed=seed, out=out, progress=not quiet)
+
+
+@cli.group()
+def zoo() -> None:
+    """Look inside a generated zoo."""
+
+
+@zoo.command("list")
+@click.argument("pattern", default="*")
+@click.option("--zoo", "zoo_dir", type=PATH, default=Path("zoo/digits"), show_default=True)
+def zoo_list(pattern, zoo_dir) -> None:
+    """List networks matching PATTERN (shell wildcards): name, family, activation, depth, params, memory, ops.
+
+    Example:
+
+        netzoo zoo list 'Conv2d*' --zoo zoo/digits
+    """
+    from netzoo.zoo import list_networks
+
+    frame = list_networks(zoo_dir, pattern)
+    cols = ["network", "family", "activation", "depth", "params", "memory", "ops", "macs"]
+    click.echo(frame[cols].to_string(index=False))
+    click.echo(f"{len(frame)} networks")
+
+
+@zoo.command("show")
+@click.argument("name")
+@click.option("--zoo", "zoo_dir", type=PATH, default=Path("zoo/digits"), show_default=True)
+def zoo_show(name, zoo_dir) -> None:
+    """Show one network's costs and its source file.
+
+    Example:
+
+        netzoo zoo show ResNetStyleReLU_17 --zoo zoo/digits
+    """
+    from netzoo.zoo import describe_network
+
+    click.echo(describe_network(zoo_dir, name))
+
+
+# --- training ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--zoo", "zoo_dir", type=PATH, required=True, help="a folder written by netzoo generate")
+@click.option("--dataset", required=True, help="digits, mnist, fashion-mnist or kmnist")
+@click.option("--data-root", type=PATH, default=None, help="folder holding torchvision's dataset folders")
+@click.option("--download", is_flag=True, help="download the dataset if missing (needs internet)")
+@click.option("--results", type=PATH, required=True, help="results folder (networks/, epochs/, predictions/, layers/)")
+@click.option("--epochs", type=int, default=None, help="epochs (default: the recipe's, 4)")
+@click.option("--networks", default=None, help="only these names: GLOB[,GLOB…] with shell wildcards")
+@click.option("--seeds", default=None, help="training seeds S[,S…] (default 42); each network trains once per seed")
+@click.option("--shard", default=None, help="i/N: train only this fixed share (1-based i), or 'auto' under Slurm")
+@click.option("--workers", type=int, default=None, help="worker processes (default: one per device, or as the CPU allows)")
+@click.option("--device", default=None, help="cpu, cuda, or cuda:0,cuda:1,… (default: cuda if present)")
+@click.option("--recipe", "recipe_ref", default=None, help="a recipe name or PATH.toml (default: the study's)")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", default=None, help="Ray cluster address (with --executor ray), e.g. auto")
+@click.option("--gpus-per-task", type=float, default=None, help="Ray: GPU share per task, e.g. 0.25 packs four per GPU")
+@click.option("--no-lenses", is_flag=True, help="do not record per-layer activation and gradient statistics")
+@click.option("--quiet", is_flag=True, help="no progress bar; only the summary line")
+def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seeds, shard, workers, device,
+          recipe_ref, executor, address, gpus_per_task, no_lenses, quiet) -> None:
+    """Train every network of a zoo and record each epoch and every test prediction under --results.
+
+    Rerunning the same command resumes: complete networks are skipped, nothing is duplicated.
+
+    Example:
+
+        netzoo train --zoo zoo/mnist --dataset mnist --data-root ../shared/datasets --results results/mnist
+    """
+    from netzoo.runner import TrainJob, run_job
+
+    job = TrainJob.from_cli(zoo=zoo_dir, dataset=dataset, data_root=data_root, download=download,
+                            results=results, epochs=epochs, networks=networks, seeds=_ints(seeds),
+                            shard=shard, workers=workers, device=device, recipe=recipe_ref,
+                            executor=executor, address=address, gpus_per_task=gpus_per_task,
+                            lenses=not no_lenses, quiet=quiet)
+    summary = run_job(job)
+    click.echo(summary.line())
+    if summary.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--results", type=PATH, required=True)
+def status(results) -> None:
+    """Done / diverged / failed / left per family, and the completeness of networks × seeds × recipes.
+
+    Example:
+
+        netzoo status --results results/digits
+    """
+    from netzoo.status import status_report
+
+    click.echo(status_report(results))
+
+
+@cli.command()
+@click.option("--results", type=PATH, required=True)
+def compact(results) -> None:
+    """Merge each table's part files into a few large sorted files (atomically; a kill loses nothing).
+
+    Example:
+
+        netzoo compact --results results/mnist
+    """
+    from netzoo.compact import compact_results
+
+    click.echo(compact_results(results))
+
+
+# --- analysis ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--results", type=PATH, required=True)
+@click.option("--out", type=PATH, default=None, help="report folder (default RESULTS/report)")
+@click.option("--open", "open_browser", is_flag=True, help="open the report in a browser")
+def report(results, out, open_browser) -> None:
+    """Write the HTML report (the exam's answers, charts and findings) to OUT/index.html.
+
+    Example:
+
+        netzoo report --results results/mnist --open
+    """
+    from netzoo.report import write_report
+
+    path = write_report(results, out=out, open_browser=open_browser)
+    click.echo(f"report: {path}")
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--results", type=PATH, required=True)
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
+@click.option("--epoch", type=int, default=None, help="epoch to answer for (default: the last)")
+def exam(question, results, as_csv, epoch) -> None:
+    """Print one exam question's answer: 1…10, pareto, ensembles or agreement.
+
+    Example:
+
+        netzoo exam 8 --results results/mnist --csv
+    """
+    from analysis.exam import answer
+
+    frame = answer(question, results, epoch=epoch)
+    click.echo(frame.to_csv(index=False) if as_csv else frame.to_string(index=False))
+
+
+@cli.command()
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--data-root", type=PATH, default=None)
+@click.option("--epochs", type=int, default=4, show_default=True)
+@click.option("--repeat", type=int, default=3, show_default=True)
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if present)")
+@click.option("--doc", type=PATH, default=Path("docs/benchmarks.md"), show_default=True,
+              help="markdown file whose benchmark section is rewritten")
+def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
+    """Time the study's way of training against netzoo's on the same sample, and record it in docs/benchmarks.md.
+
+    Example:
+
+        netzoo bench --dataset digits --epochs 4 --repeat 3
+    """
+    from netzoo.bench import run_benchmark
+
+    result = run_benchmark(dataset=dataset, data_root=data_root, epochs=epochs, repeat=repeat,
+                           device=device, doc=doc)
+    click.echo(result.table())
+
+
+@cli.command()
+@click.argument("grid")
+@click.option("--zoo", "zoo_dir", type=PATH, required=True)
+@click.option("--dataset", required=True)
+@click.option("--data-root", type=PATH, default=None)
+@click.option("--download", is_flag=True)
+@click.option("--results", type=PATH, required=True)
+@click.option("--networks", default=None, help="GLOB[,GLOB…] (default: the grid's own selection)")
+@click.option("--epochs", type=int, default=None)
+@click.option("--seeds", default=None)
+@click.option("--device", default=None)
+@click.option("--workers", type=int, default=None)
+@click.option("--quiet", is_flag=True)
+def sweep(grid, zoo_dir, dataset, data_root, download, results, networks, epochs, seeds, device, workers,
+          quiet) -> None:
+    """Train a subset of the zoo under every recipe of GRID (a shipped name or a PATH.toml).
+
+    Shipped grids: optimizers, regularisation, lr, batch-size, batch-norm, depth-width, deep-mlp, early-stopping.
+
+    Example:
+
+        netzoo sweep optimizers --zoo zoo/digits --dataset digits --results results/sweep-optimizers
+    """
+    from netzoo.sweep import run_sweep
+
+    summary = run_sweep(grid, zoo=zoo_dir, dataset=dataset, data_root=data_root, download=download,
+                        results=results, networks=networks, epochs=epochs, seeds=_ints(seeds),
+                        device=device, workers=workers, quiet=quiet)
+    click.echo(summary.line())
+
+
+@cli.command()
+@click.argument("results_a", type=PATH)
+@click.argument("results_b", type=PATH)
+@click.option("--out", type=PATH, default=None, help="also write the comparison report here")
+def compare(results_a, results_b, out) -> None:
+    """Compare one zoo trained on two datasets: rank correlation per family, findings that hold on both.
+
+    Example:
+
+        netzoo compare results/mnist results/fashion-mnist
+    """
+    from analysis.compare import compare_text
+
+    click.echo(compare_text(results_a, results_b, out=out))
+
+
+def main() -> None:
+    """Entry point: run the CLI, printing netzoo's own errors as one line."""
+    try:
+        cli.main(standalone_mode=False)
+    except NetzooError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

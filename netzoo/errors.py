@@ -1,0 +1,39 @@
+"""netzoo's own exceptions. Each message names the problem, where it was, and the fix.
+
+The CLI prints a NetzooError as one line without a traceback (see cli.main).
+"""
+
+
+class NetzooError(Exception):
+    """Base class: a problem the user can fix, with a message that says how."""
+
+
+class SpecError(NetzooError, ValueError):
+    """A zoo spec (TOML) is invalid: unknown key, family or activation, empty range, syntax error."""
+
+
+class RecipeError(NetzooError, ValueError):
+    """A recipe or recipe grid (TOML) is invalid."""
+
+
+class UnknownNetworkError(NetzooError, KeyError):
+    """A network name or pattern matches nothing in the zoo."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetError(NetzooError):
+    """A dataset is unknown or missing on disk."""
+
+
+class ShapeMismatchError(NetzooError, ValueError):
+    """A zoo's input shape or class count does not fit the dataset, or a tensor has the wrong shape."""
+
+
+class ResultsError(NetzooError):
+    """A results folder or part file is missing or corrupt."""
+
+
+class GenerationError(NetzooError):
+    """A rendered network failed to import, build or run its forward pass."""
