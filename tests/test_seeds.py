@@ -1,0 +1,80 @@
+"""analysis.seeds: mean and 95% interval over seeds, and findings that change sign across seeds."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.seeds import final_epochs, per_network, report_sections, sign_changes
+
+
+def _runs(accs: dict[tuple[str, int], list[float]], recipe: str = "default") -> pd.DataFrame:
+    """Epoch rows: (network, seed) -> balanced accuracy per epoch."""
+    rows = []
+    for (network, seed), per_epoch in accs.items():
+        for epoch, acc in enumerate(per_epoch, start=1):
+            rows.append({"network": network, "recipe": recipe, "recipe_hash": f"h-{recipe}", "seed": seed,
+                         "epoch": epoch, "test_balanced_acc": acc, "test_acc": acc})
+    return pd.DataFrame(rows)
+
+
+def _networks(families: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame([{"network": n, "family": f, "activation": a, "params": 10} for n, (f, a) in families.items()])
+
+
+def test_per_network_mean_and_ci_match_student_t():
+    epochs = _runs({("A", 0): [0.1, 0.80], ("A", 1): [0.1, 0.90], ("A", 2): [0.2, 0.70], ("B", 0): [0.5, 0.5]})
+    out = per_network(epochs).set_index("network")
+    # A's last-epoch values 0.8, 0.9, 0.7: mean 0.8, std 0.1, t(0.975, 2) = 4.302653 -> half-width 0.248414
+    assert out.loc["A", "n_seeds"] == 3
+    assert out.loc["A", "mean"] == pytest.approx(0.8)
+    assert out.loc["A", "std"] == pytest.approx(0.1)
+    assert out.loc["A", "ci95_low"] == pytest.approx(0.8 - 0.248414, abs=1e-6)
+    assert out.loc["A", "ci95_high"] == pytest.approx(0.8 + 0.248414, abs=1e-6)
+    # one seed: a mean, but no interval rather than a fake zero-width one
+    assert out.loc["B", "n_seeds"] == 1 and out.loc["B", "mean"] == pytest.approx(0.5)
+    assert np.isnan(out.loc["B", "ci95_low"]) and np.isnan(out.loc["B", "std"])
+    assert list(per_network(epochs).columns[:2]) == ["network", "recipe"]
+
+
+def test_per_network_uses_each_runs_last_epoch_unless_an_epoch_is_given():
+    # seed 1 stopped early at epoch 2: its last epoch counts, not a missing epoch 3
+    epochs = _runs({("A", 0): [0.1, 0.2, 0.9], ("A", 1): [0.1, 0.7]})
+    assert per_network(epochs).loc[0, "mean"] == pytest.approx(0.8)
+    assert per_network(epochs, epoch=1).loc[0, "mean"] == pytest.approx(0.1)
+    assert len(final_epochs(epochs)) == 2
+
+
+def test_per_network_keeps_recipes_apart():
+    epochs = pd.concat([_runs({("A", 0): [0.9], ("A", 1): [0.9]}, "adam"),
+                        _runs({("A", 0): [0.3], ("A", 1): [0.3]}, "sgd")])
+    out = per_network(epochs).set_index("recipe")
+    assert out.loc["adam", "mean"] == pytest.approx(0.9) and out.loc["sgd", "mean"] == pytest.approx(0.3)
+
+
+def test_a_finding_that_flips_between_seeds_is_flagged_and_a_stable_one_is_not():
+    networks = _networks({"L1": ("Linear", "ReLU"), "L2": ("Linear", "Tanh"), "C1": ("Conv2d", "ReLU")})
+    epochs = _runs({
+        ("L1", 0): [0.6], ("L1", 1): [0.4], ("L1", 2): [0.6],   # Linear ReLU vs Tanh flips with the seed
+        ("L2", 0): [0.5], ("L2", 1): [0.5], ("L2", 2): [0.5],
+        ("C1", 0): [0.9], ("C1", 1): [0.95], ("C1", 2): [0.9],  # Conv2d beats Linear on every seed
+    })
+    out = sign_changes(epochs, networks).set_index("finding")
+    assert bool(out.loc["activation ReLU vs Tanh in Linear", "changes_sign"])
+    assert out.loc["activation ReLU vs Tanh in Linear", "n_positive"] == 2
+    assert not bool(out.loc["family Conv2d vs Linear", "changes_sign"])
+    assert out.loc["family Conv2d vs Linear", "n_positive"] == 3
+
+
+def test_report_sections_state_the_interval_and_the_flips():
+    networks = _networks({"L1": ("Linear", "ReLU"), "L2": ("Linear", "Tanh")})
+    epochs = _runs({("L1", 0): [0.6], ("L1", 1): [0.4], ("L2", 0): [0.5], ("L2", 1): [0.5]})
+    sections = report_sections(SimpleNamespace(epochs=epochs, networks=networks))
+    assert [s.key for s in sections] == ["seeds-ci", "seeds-sign"]
+    assert "1 of 1 pairwise findings change sign" in sections[1].finding
+    assert sections[0].figures and "±" in sections[0].table["mean ± ci95"].iloc[0]
+    one_seed = epochs[epochs["seed"] == 0]
+    assert report_sections(SimpleNamespace(epochs=one_seed, networks=networks)) == []
