@@ -1,0 +1,117 @@
+"""netzoo compact: part files merged into a few sorted files; a kill at any moment loses nothing (netzoo/compact.py)."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from netzoo import compact
+from netzoo.compact import compact_results
+from netzoo.schema import PREDICTIONS
+
+ROW_KEY = ["network", "recipe_hash", "seed", "epoch", "sample"]
+
+
+def _write_parts(results, networks=12, seeds=2, epochs=2, samples=50):
+    """A predictions table of one part file per (network, seed), written as the trainer writes them."""
+    folder = results / "predictions"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for n in range(networks):
+        for seed in range(seeds):
+            frame = pd.DataFrame({
+                "network": f"Conv2dReLU_{n}", "recipe": "default", "recipe_hash": "abcd", "seed": seed,
+                "epoch": np.repeat(np.arange(1, epochs + 1), samples),
+                "sample": np.tile(np.arange(samples), epochs)[::-1].copy(),  # unsorted on purpose
+                "label": rng.integers(0, 10, epochs * samples),
+                "pred": rng.integers(0, 10, epochs * samples),
+                "probs": list(rng.random((epochs * samples, 10)).astype(np.float16)),
+            })
+            table = pa.Table.from_pandas(frame, schema=PREDICTIONS, preserve_index=False)
+            pq.write_table(table, folder / f"Conv2dReLU_{n}-abcd-{seed}.parquet")
+    return folder
+
+
+def _rows(folder):
+    """Every row a plain reader sees (pd.read_parquet ignores .tmp-* and the journal), sorted."""
+    frame = pd.read_parquet(folder)[ROW_KEY + ["label", "pred"]]
+    return frame.sort_values(ROW_KEY).reset_index(drop=True)
+
+
+def test_compaction_merges_parts_into_few_sorted_files_with_the_same_rows(tmp_path):
+    folder = _write_parts(tmp_path)
+    before = _rows(folder)
+    summary = compact_results(tmp_path, max_rows=1000)
+    assert "24 parts -> 3 compact files (2,400 rows)" in summary
+    files = sorted(folder.iterdir())
+    assert all(f.name.startswith("compact-") for f in files) and len(files) == 3
+    pd.testing.assert_frame_equal(_rows(folder), before)
+    first = pq.read_table(files[0]).to_pandas()
+    assert first[ROW_KEY].equals(first.sort_values(ROW_KEY)[ROW_KEY])  # sorted within the file
+    assert "nothing to merge" in compact_results(tmp_path)  # a second run has nothing left to do
+
+
+def _count_calls(monkeypatch, tmp_path):
+    """How many renames and deletes one compaction makes (the crash points to try)."""
+    calls = []
+    real_rename, real_delete = compact._rename, compact._delete
+    monkeypatch.setattr(compact, "_rename", lambda *a: (calls.append(1), real_rename(*a)))
+    monkeypatch.setattr(compact, "_delete", lambda *a: (calls.append(1), real_delete(*a)))
+    _write_parts(tmp_path / "count", networks=3)
+    compact_results(tmp_path / "count", max_rows=250)
+    monkeypatch.undo()
+    return len(calls)
+
+
+def test_killed_compaction_loses_no_row_and_leaves_no_duplicate_after_the_next_run(tmp_path, monkeypatch):
+    points = _count_calls(monkeypatch, tmp_path)
+    assert points >= 5
+    for crash_at in range(points):
+        results = tmp_path / f"crash{crash_at}"
+        folder = _write_parts(results, networks=3)
+        before = _rows(folder)
+        calls = []
+
+        def dying(real):
+            def call(*args):
+                if len(calls) == crash_at:
+                    raise KeyboardInterrupt("killed")
+                calls.append(1)
+                return real(*args)
+            return call
+
+        monkeypatch.setattr(compact, "_rename", dying(compact.os.replace))
+        monkeypatch.setattr(compact, "_delete", dying(compact.os.unlink))
+        with pytest.raises(KeyboardInterrupt):
+            compact_results(results, max_rows=250)
+        monkeypatch.undo()
+        # mid-way: every row is still there (a key may be in a part and a compact file at once: dedupe)
+        seen = _rows(folder).drop_duplicates().reset_index(drop=True)
+        pd.testing.assert_frame_equal(seen, before)
+        # the next compaction finishes the job: no duplicates, no leftovers
+        compact_results(results, max_rows=250)
+        pd.testing.assert_frame_equal(_rows(folder), before)
+        assert all(f.name.startswith("compact-") for f in folder.iterdir()), crash_at
+
+
+@pytest.mark.parametrize("stage", [".tmp-compact-", "compact-"])
+def test_sigkilled_compaction_process_loses_nothing(tmp_path, stage):
+    folder = _write_parts(tmp_path, networks=60)
+    before = _rows(folder)
+    code = f"from netzoo.compact import compact_results; compact_results({str(tmp_path)!r}, max_rows=200)"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not any(f.name.startswith(stage) for f in folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.002)  # kill as soon as the first merged file appears under this name
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(f.name.startswith("Conv2dReLU_") for f in folder.iterdir()), "the kill came after the compaction"
+    pd.testing.assert_frame_equal(_rows(folder).drop_duplicates().reset_index(drop=True), before)
+    compact_results(tmp_path)
+    pd.testing.assert_frame_equal(_rows(folder), before)
