@@ -1,0 +1,122 @@
+"""Recipes and recipe grids: TOML round trips, clear refusals, shipped grids, network selection."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from netzoo.errors import RecipeError
+from netzoo.recipe import (STUDY, Grid, Recipe, Selection, from_toml, grid_from_toml, load_grid, load_recipe,
+                           shipped_grids, to_toml)
+
+SHIPPED = ["batch-norm", "batch-size", "deep-mlp", "depth-width", "early-stopping", "lr", "optimizers",
+           "regularisation"]
+
+
+def test_recipe_round_trips_through_toml_with_the_same_hash(tmp_path):
+    recipe = Recipe(name="sgd-cosine", optimizer="nesterov", lr=1e-5, momentum=0.9, weight_decay=5e-4,
+                    batch_size=16, epochs=7, schedule="cosine", init="kaiming-uniform", dropout=0.25,
+                    batch_norm=True, early_stopping_patience=5, early_stopping_min_delta=1e-3)
+    path = tmp_path / "mine.toml"
+    path.write_text(to_toml(recipe))
+    again = load_recipe(path)
+    assert again == recipe and again.hash == recipe.hash
+
+
+def test_integer_lr_in_toml_hashes_like_the_float():
+    assert from_toml("[recipe]\nlr = 1\n").hash == from_toml("[recipe]\nlr = 1.0\n").hash
+
+
+def test_unknown_recipe_key_is_refused_naming_file_key_and_allowed_keys(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text('[recipe]\nname = "x"\noptimiser = "adam"\n')
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    message = str(err.value)
+    assert "typo.toml" in message and "optimiser" in message and "allowed:" in message and "optimizer" in message
+
+
+def test_wrongly_typed_value_is_refused_with_its_key():
+    with pytest.raises(RecipeError, match="batch_size must be int"):
+        from_toml('[recipe]\nbatch_size = "16"\n', where="bad.toml")
+
+
+def test_unknown_grid_keys_are_refused_per_table():
+    with pytest.raises(RecipeError, match=r"g.toml: \[grid.networks\]: unknown key\(s\) families; allowed: family"):
+        grid_from_toml('[grid]\nnetworks = { families = ["Linear"] }\n[[recipes]]\nname = "a"\n', where="g.toml")
+    with pytest.raises(RecipeError, match=r"g.toml: \[axes\]: unknown key\(s\) learning_rate"):
+        grid_from_toml("[axes]\nlearning_rate = [0.1]\n", where="g.toml")
+    with pytest.raises(RecipeError, match=r"g.toml: unknown key\(s\) recipe; allowed: grid, base, axes, recipes"):
+        grid_from_toml('[recipe]\nlr = 0.1\n', where="g.toml")
+
+
+def test_grid_axes_make_the_product_with_readable_names():
+    grid = grid_from_toml("""
+        [base]
+        epochs = 2
+        [axes]
+        optimizer = [{ optimizer = "sgd-momentum", lr = 0.01 }, "adam"]
+        lr = [0.1, 1e-5]
+    """, where="g.toml")
+    assert [r.name for r in grid.recipes] == ["sgd-momentum+lr=0.1", "sgd-momentum+lr=1e-05", "adam+lr=0.1",
+                                              "adam+lr=1e-05"]
+    assert all(r.epochs == 2 for r in grid.recipes)
+
+
+def test_identical_recipes_in_one_grid_are_refused():
+    with pytest.raises(RecipeError, match="identical"):
+        grid_from_toml('[[recipes]]\nname = "a"\n[[recipes]]\nname = "b"\n', where="g.toml")
+
+
+def test_grid_round_trips_through_toml():
+    grid = load_grid("optimizers")
+    again = grid_from_toml(grid.to_toml(), where="again.toml")
+    assert again == grid
+    assert [r.hash for r in again.recipes] == [r.hash for r in grid.recipes]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_grid_loads_with_distinct_recipes(name):
+    grid = load_grid(name)
+    assert grid.name == name and len(grid.recipes) >= 1
+    assert len({r.hash for r in grid.recipes}) == len(grid.recipes)
+
+
+def test_every_grid_the_issue_names_is_shipped():
+    assert shipped_grids() == SHIPPED
+
+
+def test_optimizers_grid_is_three_optimizers_by_four_inits_on_an_mlp():
+    grid = load_grid("optimizers")
+    assert {r.optimizer for r in grid.recipes} == {"sgd-momentum", "rmsprop", "adam"}
+    assert {r.init for r in grid.recipes} == {"xavier-normal", "kaiming-normal", "default", "randn"}
+    assert grid.networks.family == ("Linear",)
+
+
+def test_unknown_grid_name_lists_the_shipped_ones():
+    with pytest.raises(RecipeError, match="shipped grids: batch-norm, batch-size"):
+        load_grid("optimisers")
+
+
+def test_load_recipe_takes_study_grid_slash_recipe_and_recipe_objects():
+    assert load_recipe(None) is STUDY and load_recipe("study") is STUDY
+    assert load_recipe("lr/lr=0.01").lr == pytest.approx(0.01)
+    assert load_recipe(STUDY) is STUDY
+    with pytest.raises(RecipeError, match="has no recipe 'nope'"):
+        load_recipe("lr/nope")
+
+
+def test_selection_filters_by_family_activation_and_name_then_keeps_n_per_cell():
+    manifest = pd.DataFrame({
+        "network": ["LinearReLU_10", "LinearReLU_2", "LinearReLU_1", "LinearTanh_1", "Conv2dReLU_1"],
+        "family": ["Linear", "Linear", "Linear", "Linear", "Conv2d"],
+        "activation": ["ReLU", "ReLU", "ReLU", "Tanh", "ReLU"],
+    })
+    assert Selection(family=("Linear",), per_cell=2).select(manifest) == ["LinearReLU_1", "LinearReLU_2",
+                                                                          "LinearTanh_1"]
+    assert Selection(activation=("ReLU",), name=("*_1*",)).select(manifest) == ["Conv2dReLU_1", "LinearReLU_1",
+                                                                                 "LinearReLU_10"]
+    # natural order: _2 before _10
+    assert Selection().select(manifest) == ["Conv2dReLU_1", "LinearReLU_1", "LinearReLU_2", "LinearReLU_10",
+                                            "LinearTanh_1"]
+    assert Grid(name="g", recipes=(STUDY,)).networks == Selection()  # no selection: the whole zoo
