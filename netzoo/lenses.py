@@ -152,7 +152,7 @@ def _activation_columns(stats_: _ActivationStats) -> dict:
     }
     for q, value in zip(QUANTILES, np.quantile(var, QUANTILES)):
         row[f"var_q{round(q * 100):02d}"] = float(value)
-    if var.size >= 3 and np.ptp(var) > 0:  # Shapiro-Wilk needs 3 values that are not all equal
+    if var.size >= 3 and np.isfinite(var).all() and np.ptp(var) > 0:  # Shapiro-Wilk: 3 finite values, not all equal
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy warns that p is approximate above 5000 values
             result = stats.shapiro(var)

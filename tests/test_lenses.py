@@ -187,6 +187,17 @@ def test_training_outside_evaluating_records_no_activations_and_rows_reset():
     assert all(r["grad_norm_mean"] is None and r["width"] is not None for r in again)
 
 
+def test_a_diverged_network_gives_rows_without_a_normality_test():
+    model, x = Planted(), _inputs()
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = float("nan")
+    lenses = Lenses(model)
+    _evaluate(model, lenses, x, batch=32)
+    act1 = _rows(lenses)["act1"]
+    assert act1["shapiro_w"] is None and act1["width"] == 4
+    assert act1["variances"][1] == 0.0  # the planted dead neuron is still dead
+
+
 def test_close_removes_every_hook():
     model, x = Planted(), _inputs()
     lenses = Lenses(model)
