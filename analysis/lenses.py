@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 from scipy import stats
 
 from analysis.population import METRIC, as_tables, for_recipe
@@ -267,6 +268,13 @@ def variance_ridge_chart(variances: pd.DataFrame, max_rows: int = 32) -> Figure:
     return fig
 
 
+def _width_axis(ax) -> None:
+    """Log-2 width axis labelled with plain numbers (1, 2, 4, …)."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("hidden width")
+
+
 def _errorbars(ax, summary: pd.DataFrame, stat: str, label: str, color=None) -> None:
     for activation, group in summary.groupby("activation", sort=True):
         ax.errorbar(group["width"], group[f"{stat}_mean"], yerr=group[f"{stat}_std"].fillna(0), marker="o",
@@ -281,8 +289,7 @@ def dead_chart(summary: pd.DataFrame, fit: dict | None = None) -> Figure:
         x = np.geomspace(summary["width"].min(), summary["width"].max(), 100)
         ax.plot(x, fit["intercept"] + fit["slope"] * x, "--", color="gray",
                 label=f"linear fit: {fit['slope']:.3f}·width (R²={fit['r2']:.2f})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("hidden width")
+    _width_axis(ax)
     ax.set_ylabel("dead neurons (zero variance over the test split)")
     ax.legend(fontsize=8)
     return fig
@@ -296,8 +303,7 @@ def total_variance_chart(summary: pd.DataFrame, fit: dict) -> Figure:
         x = np.geomspace(summary["width"].min(), summary["width"].max(), 100)
         ax.plot(x, fit["intercept"] + fit["slope"] * np.log(x), "--", color="gray",
                 label=f"{fit['intercept']:.2f} + {fit['slope']:.2f}·ln(width) (R²={fit['r2']:.2f})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("hidden width")
+    _width_axis(ax)
     ax.set_ylabel("sum of per-neuron activation variances")
     ax.legend(fontsize=8)
     return fig
@@ -315,8 +321,7 @@ def normality_accuracy_chart(summary: pd.DataFrame, peaks: pd.DataFrame) -> Figu
         values = peaks[column].dropna().astype(float)
         if len(values):
             ax.axvline(values.median(), ls=":", color=color, label=f"{name} (median over seeds): {values.median():g}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("hidden width")
+    _width_axis(ax)
     ax.set_ylabel("Shapiro-Wilk W of per-neuron variances", color=palette[0])
     right.set_ylabel("test accuracy (mean per-class recall)", color=palette[1])
     lines = ax.get_legend_handles_labels()
@@ -344,8 +349,8 @@ def _spread(values: pd.Series) -> str:
     values = values.dropna().astype(float)
     if values.empty:
         return "n/a"
-    if len(values) == 1:
-        return f"{values.iloc[0]:g}"
+    if len(values) == 1 or values.min() == values.max():
+        return f"{values.iloc[0]:g}" + (f" on all {len(values)} seeds" if len(values) > 1 else "")
     return f"{values.mean():.0f} ± {values.std():.0f} (range {values.min():g}–{values.max():g}, {len(values)} seeds)"
 
 

@@ -147,7 +147,7 @@ def test_report_sections_state_findings_from_the_numbers(tables):
     assert "R² = 1.00" in sections["lenses-total-variance"].finding
     assert "At width 64, 16.0 neurons (25.0%) are dead" in sections["lenses-dead"].finding
     assert "Shapiro W peaks at width 12 ± 6 (range 8–16, 2 seeds)" in sections["lenses-normality"].finding
-    assert "test accuracy peaks at width 16 ± 0" in sections["lenses-normality"].finding
+    assert "test accuracy peaks at width 16 on all 2 seeds" in sections["lenses-normality"].finding
     assert "3 have" not in sections["lenses-health"].finding and "1 have a layer over 50% dead" in \
         sections["lenses-health"].finding
 
