@@ -1,0 +1,158 @@
+"""What the study asked but could not answer: Pareto fronts, ensembles, and agreement between families.
+
+Pure functions over the result tables, like analysis.exam (one recipe, seed means where a number is per
+network). Ensembles and agreement read the predictions of one epoch (default the last).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.population import BASIC, COSTS, METRIC, for_recipe, population, resolve_epoch
+from netzoo.errors import ResultsError
+
+PARETO_COSTS = ("params", "memory", "train_time_s", "flops_forward")
+K_MAX = 10
+
+
+# --- Pareto fronts -------------------------------------------------------------------------------
+def front_mask(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """True where no other point has a cost <= and a value >= (one of them strictly): the Pareto front of
+    low cost and high value. Equal points keep the first one."""
+    order = np.lexsort((-value, cost))                 # by cost, then best value first
+    best_before = np.maximum.accumulate(np.concatenate([[-np.inf], value[order][:-1]]))
+    mask = np.zeros(len(cost), dtype=bool)
+    mask[order] = value[order] > best_before
+    return mask
+
+
+def pareto_fronts(tables, costs=PARETO_COSTS, metric: str = METRIC, epoch: int | None = None,
+                  recipe: str | None = None) -> pd.DataFrame:
+    """The networks no other network beats on both the metric and a cost, for each cost: cost, network,
+    family, activation, cost_value, <metric>_mean, sorted by cost within each cost."""
+    pop = population(tables, metric, epoch, recipe)
+    value = f"{metric}_mean"
+    parts = []
+    for cost in costs:
+        column = f"{cost}_mean" if f"{cost}_mean" in pop.columns else cost
+        if column not in pop.columns:
+            continue
+        rows = pop.dropna(subset=[column, value])
+        front = rows[front_mask(rows[column].to_numpy(float), rows[value].to_numpy(float))]
+        parts.append(pd.DataFrame({"cost": cost, "network": front["network"], "family": front["family"],
+                                   "activation": front["activation"], "cost_value": front[column].astype(float),
+                                   value: front[value]}).sort_values("cost_value"))
+    if not parts:
+        raise ResultsError(f"None of the costs {list(costs)} is in the results; known: {', '.join(COSTS)}.")
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs.update(metric=metric)
+    return out
+
+
+# --- ensembles -----------------------------------------------------------------------------------
+def _scores(pred: np.ndarray, label: np.ndarray, classes: int) -> tuple[float, float]:
+    """(plain accuracy, mean per-class recall) of predictions."""
+    correct = pred == label
+    recalls = [correct[label == k].mean() for k in range(classes) if np.any(label == k)]
+    return float(correct.mean()), float(np.mean(recalls))
+
+
+def ensemble_runs(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | None = None,
+                  recipe: str | None = None) -> dict[str, list[tuple[str, int]]]:
+    """The runs (network, seed) each ensemble draws from: "best": the k_max best networks (each its best
+    seed), "basic": Basic's runs by seed."""
+    tables = for_recipe(tables, recipe)
+    epoch = resolve_epoch(tables.epochs, epoch)
+    at = tables.epochs[tables.epochs["epoch"] == epoch]
+    ranked = at.sort_values([metric, "network", "seed"], ascending=[False, True, True])
+    best = ranked.drop_duplicates("network").head(k_max)
+    basic = at[at["network"] == BASIC].sort_values("seed").head(k_max)
+    return {"best": list(zip(best["network"], best["seed"].astype(int))),
+            "basic": list(zip(basic["network"], basic["seed"].astype(int)))}
+
+
+def ensembles(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | None = None,
+              recipe: str | None = None) -> pd.DataFrame:
+    """Test accuracy of the ensemble (mean of probabilities) of the k best networks and of k Basic runs
+    with different seeds, k = 1..k_max: kind, k, test_acc, test_balanced_acc, best_single (the best single
+    run's metric) and gain (ensemble metric - best_single). Needs the predictions' probs at the epoch."""
+    tables = for_recipe(tables, recipe)
+    runs = ensemble_runs(tables, k_max, metric, epoch, recipe)
+    preds = tables.predictions
+    if preds.empty or "probs" not in preds.columns:
+        raise ResultsError("Ensembles need the predictions table with its probs column "
+                           "(netzoo train writes it for every network).")
+    if "epoch" in preds.columns and preds["epoch"].nunique() > 1:
+        preds = preds[preds["epoch"] == resolve_epoch(preds, epoch)]
+    wanted = pd.MultiIndex.from_tuples(sorted(set(runs["best"] + runs["basic"])), names=["network", "seed"])
+    keyed = pd.MultiIndex.from_arrays([preds["network"], preds["seed"].astype(int)])
+    chosen = preds[keyed.isin(wanted)].sort_values(["network", "seed", "sample"])
+    probs, labels = {}, None
+    for (network, seed), rows in chosen.groupby(["network", "seed"], sort=False):
+        probs[(network, int(seed))] = np.stack(rows["probs"].to_numpy()).astype(np.float32)  # (N, K)
+        labels = rows["label"].to_numpy()
+    if not probs:
+        raise ResultsError("No predictions for the ensemble's networks at this epoch.")
+    classes = next(iter(probs.values())).shape[1]
+    out = []
+    for kind, members in runs.items():
+        members = [m for m in members if m in probs]
+        total = np.zeros_like(next(iter(probs.values())))
+        for k, member in enumerate(members, start=1):
+            total += probs[member]
+            acc, balanced = _scores(total.argmax(1), labels, classes)
+            out.append({"kind": kind, "k": k, "added": f"{member[0]} (seed {member[1]})",
+                        "test_acc": acc, "test_balanced_acc": balanced})
+    frame = pd.DataFrame(out)
+    single = frame[frame["k"] == 1].set_index("kind")[metric]
+    frame["best_single"] = single.max()
+    frame["gain"] = frame[metric] - frame["best_single"]
+    frame.attrs.update(metric=metric)
+    return frame
+
+
+# --- agreement between families ------------------------------------------------------------------
+def agreement(tables, epoch: int | None = None, recipe: str | None = None) -> pd.DataFrame:
+    """For each pair of families: how often a network of one and a network of the other get the same
+    samples wrong. both_wrong: expected samples both get wrong (distinct pairs within a family);
+    jaccard: both_wrong / expected samples either gets wrong; wrong_a, wrong_b: mean samples wrong."""
+    tables = for_recipe(tables, recipe)
+    preds = tables.predictions
+    if preds.empty:
+        raise ResultsError("Agreement needs the predictions table (written by netzoo train).")
+    if "epoch" in preds.columns and preds["epoch"].nunique() > 1:
+        preds = preds[preds["epoch"] == resolve_epoch(preds, epoch)]
+    families = tables.networks.drop_duplicates("network").set_index("network")["family"]
+    names = sorted(families.unique())
+    run_family = families.reindex(preds["network"].unique())
+    code = pd.Categorical(preds["network"].map(run_family), categories=names).codes.astype(np.int64)
+    sample = preds["sample"].to_numpy(np.int64)
+    n_samples = int(sample.max()) + 1
+    wrong = (preds["pred"].to_numpy() != preds["label"].to_numpy()).astype(float)
+    # c[f, s]: runs of family f wrong on sample s; n[f]: runs of family f
+    c = np.bincount(code * n_samples + sample, weights=wrong, minlength=len(names) * n_samples)
+    c = c.reshape(len(names), n_samples)
+    runs = preds.drop_duplicates(["network", "seed"])
+    n = runs["network"].map(run_family).value_counts().reindex(names, fill_value=0).to_numpy(float)
+    rows = []
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i == j:
+                pairs = n[i] * (n[i] - 1)
+                both = np.sum(c[i] ** 2 - c[i]) / pairs if pairs else np.nan
+            else:
+                both = np.sum(c[i] * c[j]) / (n[i] * n[j])
+            wrong_a, wrong_b = c[i].sum() / n[i], c[j].sum() / n[j]
+            either = wrong_a + wrong_b - both
+            rows.append({"family_a": a, "family_b": b, "networks_a": int(n[i]), "networks_b": int(n[j]),
+                         "wrong_a": wrong_a, "wrong_b": wrong_b, "both_wrong": both,
+                         "jaccard": both / either if either else np.nan})
+    return pd.DataFrame(rows)
+
+
+def report_sections(tables) -> list:
+    """Report sections for Pareto fronts, ensembles and agreement (see analysis.beyond_report)."""
+    from analysis.beyond_report import beyond_sections
+
+    return beyond_sections(tables)

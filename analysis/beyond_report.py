@@ -1,0 +1,71 @@
+"""Report sections for what the study asked but could not answer: Pareto fronts, ensembles, agreement."""
+
+from __future__ import annotations
+
+from analysis import beyond, charts
+from analysis.exam_report import collect, names, num, pct
+from analysis.population import METRIC, label, population
+from analysis.section import Section
+
+GROUP = "Beyond the study"
+
+
+def _pareto(tables, key, title, question):
+    fronts = beyond.pareto_fronts(tables)
+    pop = population(tables)
+    value = f"{METRIC}_mean"
+    figures, parts = [], []
+    for cost, front in fronts.groupby("cost", sort=False):
+        figures.append(charts.pareto(pop, front, cost, value, f"Accuracy against {label(cost)}: Pareto front"))
+        cheapest_best = front.iloc[-1]
+        parts.append(f"{cost}: {len(front)} networks, up to {cheapest_best['network']} "
+                     f"({pct(cheapest_best[value])} at {num(cheapest_best['cost_value'])})")
+    common = set.intersection(*(set(f["network"]) for _, f in fronts.groupby("cost")))
+    finding = ("Pareto fronts — " + "; ".join(parts) + f". On every front: {names(sorted(common))}.")
+    return [Section(key, title, question, finding, fronts, figures, group=GROUP)]
+
+
+def _ensembles(tables, key, title, question):
+    ens = beyond.ensembles(tables)
+    best = ens[ens["kind"] == "best"]
+    top = best.loc[best[METRIC].idxmax()]
+    finding = (f"The best single network scores {pct(ens['best_single'].iloc[0])}; the ensemble of the "
+               f"{int(top['k'])} best networks scores {pct(top[METRIC])} ({top['gain'] * 100:+.1f} points).")
+    basic = ens[ens["kind"] == "basic"]
+    if len(basic):
+        last = basic.iloc[-1]
+        finding += (f" {int(last['k'])} Basic runs with different seeds together score {pct(last[METRIC])} "
+                    f"(one: {pct(basic.iloc[0][METRIC])}).")
+    figure = charts.ensemble_lines(ens, METRIC, "Ensembles (mean probabilities) against the best single network")
+    return [Section(key, title, question, finding, ens, [figure], group=GROUP)]
+
+
+def _agreement(tables, key, title, question):
+    agr = beyond.agreement(tables)
+    pairs = agr[agr["family_a"] < agr["family_b"]].dropna(subset=["jaccard"])
+    finding = "Only one family: no pairs to compare."
+    if len(pairs):
+        most, least = pairs.loc[pairs["jaccard"].idxmax()], pairs.loc[pairs["jaccard"].idxmin()]
+        finding = (f"Most alike in their mistakes: {most['family_a']} and {most['family_b']} (Jaccard "
+                   f"{most['jaccard']:.2f}, {most['both_wrong']:.1f} samples wrong in common); least alike: "
+                   f"{least['family_a']} and {least['family_b']} ({least['jaccard']:.2f}).")
+    figure = charts.agreement_heatmap(agr, "How often two networks get the same samples wrong, per family pair")
+    return [Section(key, title, question, finding, agr, [figure], group=GROUP)]
+
+
+BUILDERS = [
+    ("pareto", "Pareto fronts", "Which networks does no other network beat on both accuracy and a cost?", _pareto),
+    ("ensembles", "Ensembles", "Does averaging the k best networks (or k Basic runs with different seeds) beat "
+                               "the best single network?", _ensembles),
+    ("agreement", "Agreement between families", "How often do networks of two families get the same samples "
+                                                "wrong?", _agreement),
+]
+
+
+def beyond_sections(tables) -> list[Section]:
+    """Sections for Pareto fronts, ensembles and agreement."""
+    sections = collect(BUILDERS, tables)
+    for section in sections:
+        if section.group == "Exam":
+            section.group = GROUP
+    return sections

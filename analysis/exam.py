@@ -1,0 +1,259 @@
+"""The study's ten questions about the population, each a pure function from result tables to a DataFrame.
+
+The study's metaphor: networks are students, epochs are attempts, test samples are questions. Every function
+takes the tables (``netzoo.results.load``'s ResultTables or any object with networks/epochs/predictions/layers
+frames), answers one recipe (``recipe``: default the one with the most runs) and uses seed means
+(see analysis.population). ``answer(question, results_dir)`` loads only what a question needs (CLI ``exam``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.population import (BASIC, GOLD, GOOD, METRIC, basic_row, for_recipe, mean_over_seeds, per_epoch,
+                                 population, resolve_epoch)
+from analysis.samples import q8_samples
+from netzoo.errors import NetzooError, ResultsError
+
+THRESHOLDS = (0.80, 0.90, 0.95, 0.99, 1.00)
+
+
+def threshold_column(threshold: float) -> str:
+    """'reached_80' for 0.80: the Q1 column counting networks at or above a threshold."""
+    return f"reached_{threshold * 100:g}"
+
+
+# --- 1. attempts ---------------------------------------------------------------------------------
+def q1_attempts(tables, metric: str = METRIC, thresholds=THRESHOLDS, good: float = GOOD, gold: float = GOLD,
+                recipe: str | None = None) -> pd.DataFrame:
+    """Per epoch: networks with a result, how many reached each threshold, and how many are good so far
+    (>= ``good`` at every epoch up to this one) and gold stars if training stopped here (good, >= ``gold``)."""
+    curves = per_epoch(tables, metric, recipe)
+    value = curves[f"{metric}_mean"].to_numpy()
+    counts = curves[["epoch"]].copy()
+    for threshold in thresholds:
+        counts[threshold_column(threshold)] = value >= threshold - 1e-12
+    # good so far: >= good at every epoch 1..e (a missing epoch breaks the streak)
+    curves = curves.sort_values(["network", "epoch"])
+    ok = (curves[f"{metric}_mean"] >= good - 1e-12) & (curves["epoch"] == curves.groupby("network").cumcount() + 1)
+    counts.loc[curves.index, "good"] = ok.groupby(curves["network"]).cummin()
+    counts["gold_stars"] = counts["good"].astype(bool) & (value >= gold - 1e-12)
+    out = counts.groupby("epoch").agg(networks=("epoch", "size"), **{c: (c, "sum") for c in counts.columns[1:]})
+    out = out.astype("int64").reset_index()
+    out.attrs.update(metric=metric, good=good, gold=gold)
+    return out
+
+
+# --- 2-6. a value per family, per activation and per cell ----------------------------------------
+def by_group(pop: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Distribution of ``value`` per family, per activation and per cell (family x activation): networks,
+    gold stars, median, quartiles, min and max. ``family`` or ``activation`` is "all" on the marginal rows."""
+    parts = []
+    for keys, fill in ((["family"], {"activation": "all"}), (["activation"], {"family": "all"}),
+                       (["family", "activation"], {})):
+        grouped = pop.groupby(keys, observed=True)
+        stats = grouped[value].describe()[["count", "min", "25%", "50%", "75%", "max"]]
+        stats.columns = ["networks", "min", "q25", "median", "q75", "max"]
+        stats["gold_stars"] = grouped["gold_star"].sum()
+        part = stats.reset_index().assign(group="cell" if len(keys) == 2 else keys[0], **fill)
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    out[["networks", "gold_stars"]] = out[["networks", "gold_stars"]].astype("int64")
+    out = out[["group", "family", "activation", "networks", "gold_stars", "median", "q25", "q75", "min", "max"]]
+    out.attrs.update(value=value)
+    return out
+
+
+def q2_accuracy(tables, metric: str = METRIC, epoch: int | None = None, recipe: str | None = None,
+                good: float = GOOD, gold: float = GOLD) -> pd.DataFrame:
+    """Test accuracy (``metric``, seed mean) per family, per activation and per cell (see by_group)."""
+    pop = population(tables, metric, epoch, recipe, good, gold)
+    return by_group(pop, f"{metric}_mean")
+
+
+def cost_by_group(tables, cost: str, metric: str = METRIC, epoch: int | None = None,
+                  recipe: str | None = None) -> pd.DataFrame:
+    """A cost (train_time_s, params, memory, ops, ...) per family, activation and cell (see by_group)."""
+    pop = population(tables, metric, epoch, recipe)
+    value = f"{cost}_mean" if f"{cost}_mean" in pop.columns else cost
+    if value not in pop.columns:
+        raise ResultsError(f"No cost column {cost!r} in the results; costs: train_time_s, params, memory, ops, "
+                           f"macs, flops_forward, flops_train_step.")
+    return by_group(pop, value)
+
+
+def q3_train_time(tables, **kw) -> pd.DataFrame:
+    """Training time in seconds up to the epoch (seed mean) per family, activation and cell."""
+    return cost_by_group(tables, "train_time_s", **kw)
+
+
+def q4_params(tables, **kw) -> pd.DataFrame:
+    """Trainable parameters per family, activation and cell."""
+    return cost_by_group(tables, "params", **kw)
+
+
+def q5_memory(tables, **kw) -> pd.DataFrame:
+    """The study's memory (tensor elements of one forward pass) per family, activation and cell."""
+    return cost_by_group(tables, "memory", **kw)
+
+
+def q6_ops(tables, **kw) -> pd.DataFrame:
+    """The study's ops (autograd nodes of one forward pass) per family, activation and cell."""
+    return cost_by_group(tables, "ops", **kw)
+
+
+# --- 7. change over attempts ---------------------------------------------------------------------
+def q7_curves(tables, metric: str = METRIC, recipe: str | None = None) -> pd.DataFrame:
+    """Metric per network and epoch (seed mean): one line per network in the chart."""
+    return per_epoch(tables, metric, recipe)
+
+
+def q7_late_bloomers(tables, metric: str = METRIC, early=(1, 2), top: float = 0.75, epoch: int | None = None,
+                     recipe: str | None = None) -> pd.DataFrame:
+    """Networks below the median at every ``early`` epoch and in the top quartile (>= the ``top`` quantile)
+    at ``epoch`` (default last): network, family, activation and the metric at each epoch."""
+    curves = per_epoch(tables, metric, recipe)
+    epoch = resolve_epoch(curves, epoch)
+    wide = curves.pivot_table(index=["network", "family", "activation"], columns="epoch",
+                              values=f"{metric}_mean", observed=True)
+    early = [e for e in early if e in wide.columns and e < epoch]
+    if not early or epoch not in wide.columns:
+        return pd.DataFrame(columns=["network", "family", "activation"])
+    below = np.logical_and.reduce([wide[e] < wide[e].median() for e in early])
+    bloom = wide[below & (wide[epoch] >= wide[epoch].quantile(top))]
+    bloom = bloom.sort_values(epoch, ascending=False)
+    bloom.columns = [f"{metric}_epoch_{e}" for e in bloom.columns]
+    return bloom.reset_index()
+
+
+def q7_rank_stability(tables, metric: str = METRIC, recipe: str | None = None) -> pd.DataFrame:
+    """Spearman rank correlation of the networks' metric between every pair of epochs (long form:
+    epoch_a, epoch_b, spearman)."""
+    curves = per_epoch(tables, metric, recipe)
+    wide = curves.pivot(index="network", columns="epoch", values=f"{metric}_mean")
+    corr = wide.corr(method="spearman")
+    corr.index.name, corr.columns.name = "epoch_a", "epoch_b"
+    return corr.stack().rename("spearman").reset_index()
+
+
+def settled_epoch(stability: pd.DataFrame, threshold: float = 0.9) -> int | None:
+    """The first epoch from which the ranking correlates >= ``threshold`` (Spearman) with the final one at
+    every later epoch: after it, the ranking barely changes. None when it never settles."""
+    last = int(stability["epoch_b"].max())
+    to_last = stability[stability["epoch_b"] == last].set_index("epoch_a")["spearman"].sort_index()
+    settled = None
+    for epoch, value in to_last[::-1].items():  # walk back from the last epoch while it holds
+        if not value >= threshold:
+            break
+        settled = int(epoch)
+    return settled
+
+
+# --- 9. the best network -------------------------------------------------------------------------
+def best_network(pop: pd.DataFrame, metric: str = METRIC) -> pd.Series:
+    """The population row with the highest seed-mean metric."""
+    if pop.empty:
+        raise ResultsError("No network has a result at this epoch: nothing to rank.")
+    return pop.loc[pop[f"{metric}_mean"].idxmax()]
+
+
+def q9_best_percentiles(tables, metric: str = METRIC, epoch: int | None = None,
+                        recipe: str | None = None) -> pd.DataFrame:
+    """The best network's recall on each class and its percentile among all networks (share of networks
+    whose recall on that class is <= the best's, in %), with the population's median and best recall."""
+    pop = population(tables, metric, epoch, recipe)
+    best = best_network(pop, metric)
+    columns = [c for c in pop.columns if c.startswith("test_acc_class_") and c.endswith("_mean")]
+    rows = []
+    for column in columns:
+        values = pop[column].dropna().to_numpy()
+        mine = best[column]
+        rows.append({"class": int(column.split("_")[3]), "accuracy": mine,
+                     "percentile": 100.0 * np.mean(values <= mine + 1e-12), "median": np.median(values),
+                     "best_of_class": values.max(), "networks_better": int(np.sum(values > mine + 1e-12))})
+    out = pd.DataFrame(rows)
+    out.attrs.update(network=best["network"], metric=metric, value=best[f"{metric}_mean"])
+    return out
+
+
+# --- 10. best vs Basic ---------------------------------------------------------------------------
+def q10_best_vs_basic(tables, metric: str = METRIC, epoch: int | None = None,
+                      recipe: str | None = None) -> pd.DataFrame:
+    """The best network and Basic side by side: params, memory, ops, MACs, training time and accuracy, with
+    the ratio best / Basic (and each side's 95% CI over seeds where it varies)."""
+    pop = population(tables, metric, epoch, recipe)
+    best, basic = best_network(pop, metric), basic_row(pop)
+    if basic is None:
+        raise ResultsError(f"The results hold no {BASIC} network to compare with: train it too "
+                           f"(netzoo train ... --networks '{BASIC},...').")
+    measures = [("params", "params"), ("memory", "memory"), ("ops", "ops"), ("macs", "macs"),
+                ("train_time_s", "train_time_s_mean"), (metric, f"{metric}_mean")]
+    if metric != "test_acc":
+        measures.append(("test_acc", "test_acc_mean"))
+    rows = []
+    for measure, column in measures:
+        if column not in pop.columns:
+            continue
+        ci = column.replace("_mean", "_ci95")
+        rows.append({"measure": measure, "best": float(best[column]), "basic": float(basic[column]),
+                     "ratio": float(best[column]) / float(basic[column]) if basic[column] else np.nan,
+                     "best_ci95": float(best[ci]) if ci in pop.columns and ci != column else np.nan,
+                     "basic_ci95": float(basic[ci]) if ci in pop.columns and ci != column else np.nan})
+    out = pd.DataFrame(rows)
+    out.attrs.update(best=best["network"], basic=basic["network"], metric=metric)
+    return out
+
+
+# --- the CLI's front door ------------------------------------------------------------------------
+QUESTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "pareto", "ensembles", "agreement")
+_PREDICTION_COLUMNS = ["network", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]
+
+
+def answer(question: str | int, results_dir: Path | str, epoch: int | None = None, recipe: str | None = None,
+           metric: str = METRIC) -> pd.DataFrame:
+    """Load what question ``question`` needs from ``results_dir`` and answer it (CLI ``netzoo exam``)."""
+    from analysis import beyond
+    from netzoo.results import load
+
+    question = str(question).strip().lower()
+    if question not in QUESTIONS:
+        raise NetzooError(f"Unknown exam question {question!r}; questions: {', '.join(QUESTIONS)}.")
+    if not Path(results_dir).is_dir():
+        raise ResultsError(f"No results folder at {results_dir}; pass --results DIR written by netzoo train.")
+    if question in ("8", "agreement", "ensembles"):
+        at = epoch if epoch is not None else "last"
+        columns = _PREDICTION_COLUMNS + (["probs"] if question == "ensembles" else [])
+        tables = load(results_dir, tables=["networks", "epochs", "predictions"],
+                      columns={"predictions": columns}, epoch=at)
+        epoch = None  # the loaded epoch is the only one
+        if question == "8":
+            return q8_samples(tables, epoch=epoch, recipe=recipe)
+        if question == "agreement":
+            return beyond.agreement(tables, epoch=epoch, recipe=recipe)
+        return beyond.ensembles(tables, metric=metric, epoch=epoch, recipe=recipe)
+    tables = load(results_dir, tables=["networks", "epochs"])
+    kw = {"metric": metric, "recipe": recipe}
+    simple = {"2": q2_accuracy, "3": q3_train_time, "4": q4_params, "5": q5_memory, "6": q6_ops,
+              "9": q9_best_percentiles, "10": q10_best_vs_basic, "pareto": beyond.pareto_fronts}
+    if question in simple:
+        return simple[question](tables, epoch=epoch, **kw)
+    if question == "1":
+        curves = q1_attempts(tables, **kw)
+        return curves if epoch is None else curves[curves["epoch"] <= epoch].reset_index(drop=True)
+    return q7_late_bloomers(tables, epoch=epoch, **kw)
+
+
+def report_sections(tables) -> list:
+    """The exam's report sections (questions 1-10), in order; see analysis.exam_report."""
+    from analysis.exam_report import exam_sections
+
+    return exam_sections(tables)
+
+
+__all__ = ["answer", "q1_attempts", "q2_accuracy", "q3_train_time", "q4_params", "q5_memory", "q6_ops",
+           "q7_curves", "q7_late_bloomers", "q7_rank_stability", "settled_epoch", "q8_samples",
+           "q9_best_percentiles", "q10_best_vs_basic", "by_group", "best_network", "report_sections",
+           "mean_over_seeds", "for_recipe"]
