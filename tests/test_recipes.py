@@ -120,3 +120,59 @@ def test_selection_filters_by_family_activation_and_name_then_keeps_n_per_cell()
     assert Selection().select(manifest) == ["Conv2dReLU_1", "LinearReLU_1", "LinearReLU_2", "LinearReLU_10",
                                             "LinearTanh_1"]
     assert Grid(name="g", recipes=(STUDY,)).networks == Selection()  # no selection: the whole zoo
+
+
+# --- analysis.recipes: recipe comparison, depth x width, gradients per layer -----------------------------
+def _two_recipes():
+    """Two networks under 'adam' (good, batch 16) and 'sgd' (poor, batch 1), as one results table."""
+    import json
+    from types import SimpleNamespace
+
+    from synthetic import from_curves
+
+    parts = []
+    for recipe, batch, curve in (("adam", 16, [0.5, 0.8, 0.9]), ("sgd", 1, [0.2, 0.3, 0.4])):
+        part = from_curves({("LinearReLU_1", 0): curve, ("Conv2dReLU_1", 0): [c + 0.05 for c in curve]},
+                           recipe=recipe, recipe_hash=recipe[0] * 16)
+        part.networks["recipe_json"] = json.dumps({"batch_size": batch, "optimizer": recipe})
+        parts.append(part)
+    return SimpleNamespace(**{t: pd.concat([getattr(p, t) for p in parts], ignore_index=True)
+                              for t in ("networks", "epochs", "layers")})
+
+
+def test_recipe_comparison_states_the_best_recipe_and_steps_per_epoch():
+    from analysis.recipes import recipe_comparison, report_sections
+
+    tables = _two_recipes()
+    table = recipe_comparison(tables.epochs, tables.networks, by_family=False, train_size=1437)
+    assert list(table["recipe"]) == ["adam", "sgd"]
+    assert table.set_index("recipe").loc["adam", "test_balanced_acc"] == pytest.approx(0.925)
+    assert list(table["steps_per_epoch"]) == [90, 1437]
+    sections = {s.key: s for s in report_sections(tables)}
+    assert {"recipes-comparison", "recipes-curves", "recipes-gap"} <= set(sections)
+    assert sections["recipes-comparison"].finding.startswith("adam gives the best mean balanced accuracy (0.925")
+
+
+def test_depth_width_heatmap_and_vanishing_gradient_sections():
+    from types import SimpleNamespace
+
+    from analysis.recipes import depth_width, gradient_by_depth, report_sections
+    from synthetic import from_curves
+
+    nets = {f"LinearReLU_{d}{w:02d}": (d, w) for d in (1, 2, 6) for w in (8, 32)}  # LinearReLU_632: 6 x 32
+    tables = from_curves({(n, 0): [0.5 + 0.01 * d + 0.001 * w] for n, (d, w) in nets.items()},
+                         costs={n: {"depth": d} for n, (d, w) in nets.items()}, recipe="batch-norm")
+    tables.networks["widths"] = [[nets[n][1]] * nets[n][0] + [10] for n in tables.networks["network"]]
+    grid = depth_width(tables.epochs, tables.networks).set_index(["depth", "width"])
+    assert grid.loc[(6, 32), "test_balanced_acc"] == pytest.approx(0.592)
+    # gradient norms halve at each layer towards the input of the deepest network
+    deep = "LinearReLU_632"
+    layers = pd.DataFrame({"network": deep, "recipe": "batch-norm", "recipe_hash": "h", "seed": 0, "epoch": 1,
+                           "layer": [f"fc{i}" for i in range(1, 8)] + ["act1"],
+                           "grad_norm_mean": [2.0 ** (i - 7) for i in range(1, 8)] + [None]})
+    grads = gradient_by_depth(layers, tables.networks)
+    assert list(grads["layer"]) == [f"fc{i}" for i in range(1, 8)] and grads["layer_index"].iloc[-1] == 7
+    sections = {s.key: s for s in report_sections(SimpleNamespace(networks=tables.networks, epochs=tables.epochs,
+                                                                   layers=layers))}
+    assert "depth 6 x width 32 (0.592)" in sections["recipes-depth-width"].finding
+    assert "first/last layer 0.016" in sections["recipes-gradients"].finding

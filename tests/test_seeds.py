@@ -78,3 +78,26 @@ def test_report_sections_state_the_interval_and_the_flips():
     assert sections[0].figures and "±" in sections[0].table["mean ± ci95"].iloc[0]
     one_seed = epochs[epochs["seed"] == 0]
     assert report_sections(SimpleNamespace(epochs=one_seed, networks=networks)) == []
+
+
+def test_completeness_flags_a_planted_missing_seed_and_a_failed_run():
+    from analysis.completeness import completeness, completeness_text, missing
+    from synthetic import from_curves
+
+    tables = from_curves({("A", 0): [0.5], ("A", 1): [0.5], ("A", 2): [0.5], ("B", 0): [0.4], ("B", 2): [0.4]})
+    tables.networks.loc[(tables.networks["network"] == "A") & (tables.networks["seed"] == 2), "status"] = "failed"
+    gaps = missing(tables.networks)
+    assert sorted(zip(gaps["network"], gaps["seed"], gaps["state"])) == [("A", 2, "failed"), ("B", 1, "missing")]
+    counts = completeness(tables.networks).set_index("seed")
+    assert counts.loc[1, "missing"] == 1 and counts.loc[2, "failed"] == 1 and counts.loc[0, "done"] == 2
+    text = completeness_text(tables.networks, expected_networks=["A", "B", "C"])
+    assert "B default seed 1 (missing)" in text and "C default seed 0 (missing)" in text
+
+
+def test_completeness_of_a_full_table_says_every_run_is_present():
+    from analysis.completeness import completeness_text, report_sections
+    from synthetic import from_curves
+
+    tables = from_curves({("A", 0): [0.5], ("A", 1): [0.5]})
+    assert "all 2 expected runs are present" in completeness_text(tables.networks)
+    assert report_sections(tables)[0].finding.startswith("All 2 expected runs")
