@@ -79,14 +79,16 @@ def learning_curves(epochs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
 
 
 def depth_width(epochs: pd.DataFrame, networks: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Mean final ``metric`` per (recipe, depth, width) of constant-width MLPs; width is the hidden layers' width."""
+    """Mean final ``metric`` per (recipe, depth, width) of constant-width MLPs: depth counts hidden layers (the
+    depth-width spec's 1, 2, 6, 10; the manifest's ``depth`` adds the output layer), width is their width."""
     last = final_epochs(epochs)
     nets = networks.drop_duplicates("network").set_index("network")
     hidden = nets["widths"].map(lambda w: list(w)[:-1] if w is not None and len(w) > 1 else [])
     mlp = nets[(nets["family"] == "Linear") & hidden.map(lambda w: len(w) > 0 and len(set(w)) == 1)]
     if last.empty or mlp.empty:
         return pd.DataFrame(columns=["recipe", "depth", "width", metric, "runs"])
-    rows = last[last["network"].isin(mlp.index)].join(mlp[["depth"]], on="network")
+    rows = last[last["network"].isin(mlp.index)].copy()
+    rows["depth"] = rows["network"].map(hidden.map(len))
     rows["width"] = rows["network"].map(hidden.map(lambda w: int(w[0]) if w else 0))
     return rows.groupby(["recipe", "depth", "width"], observed=True).agg(
         **{metric: (metric, "mean")}, runs=("network", "size")).reset_index()

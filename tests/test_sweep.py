@@ -1,0 +1,61 @@
+"""netzoo sweep: every recipe of a grid trains the selected networks into one results folder, never colliding."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from netzoo.errors import RecipeError
+from netzoo.recipe import Recipe, Selection, grid_from_toml
+from netzoo.results import load
+from netzoo.sweep import run_sweep, select_networks, variant_name, zoo_for
+
+# One network of the 16-network depth-width zoo (batch norm on), one epoch, under a baseline and with dropout:
+# the dropout recipe needs a variant zoo whose generated file holds the Dropout layers.
+TINY = """
+[grid]
+name = "tiny"
+spec = "depth-width"
+networks = { name = ["LinearReLU_1"] }
+[base]
+epochs = 1
+batch_norm = true
+[[recipes]]
+name = "baseline"
+[[recipes]]
+name = "dropout"
+dropout = 0.2
+"""
+
+
+@pytest.mark.slow
+def test_two_recipes_never_overwrite_each_others_rows_and_a_rerun_adds_nothing(tmp_path):
+    grid = grid_from_toml(TINY, where="tiny.toml")
+    results = tmp_path / "results"
+    summary = run_sweep(grid, zoo=None, dataset="digits", results=results, seeds=[0], workers=1, quiet=True)
+    assert summary.failed == 0 and "2 recipes x 1 networks x 1 seed" in summary.line()
+    tables = load(results)
+    assert sorted(tables.networks["recipe"]) == ["baseline", "dropout"]
+    assert tables.networks["recipe_hash"].nunique() == 2 and set(tables.networks["network"]) == {"LinearReLU_1"}
+    assert len(tables.epochs) == 2 and tables.epochs.groupby("recipe").size().to_dict() == {"baseline": 1, "dropout": 1}
+    assert tables.predictions.groupby("recipe_hash").size().nunique() == 1  # every test sample, once per recipe
+    # dropout is a template option: the dropout recipe trained a generated variant that shows it
+    variant = results / "zoos" / "depth-width-dropout0.2-bn"
+    assert "Dropout(p=0.2)" in (variant / "LinearReLU_1.py").read_text()
+    assert "Dropout" not in (results / "zoos" / "depth-width" / "LinearReLU_1.py").read_text()
+    again = run_sweep(grid, zoo=None, dataset="digits", results=results, seeds=[0], workers=1, quiet=True)
+    assert all(r.summary.already_complete == 1 and not r.summary.outcomes for r in again.runs)
+    assert len(load(results).networks) == 2
+
+
+def test_a_recipe_matching_the_zoo_trains_the_zoo_itself(tmp_path):
+    manifest = pd.DataFrame({"dropout": [0.0], "batch_norm": [False], "spec": ["default"], "seed": [0],
+                             "input_shape": ["1x8x8"], "classes": [10]})
+    assert zoo_for(Recipe(), tmp_path, manifest, tmp_path / "results", quiet=True) == tmp_path
+    assert variant_name(Recipe(dropout=0.3)) == "dropout0.3" and variant_name(Recipe(batch_norm=True)) == "bn"
+
+
+def test_a_selection_that_matches_nothing_names_the_zoos_families():
+    manifest = pd.DataFrame({"network": ["Conv2dReLU_1"], "family": ["Conv2d"], "activation": ["ReLU"]})
+    with pytest.raises(RecipeError, match="matches no network of the zoo; its families: Conv2d"):
+        select_networks(manifest, Selection(family=("Linear",)), "grid 'x'")
