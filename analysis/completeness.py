@@ -80,7 +80,7 @@ def completeness_text(networks: pd.DataFrame, expected_networks: list[str] | Non
 def report_sections(tables) -> list[Section]:
     """The report's completeness section: counts per dataset x recipe x seed, and the missing runs named."""
     networks = tables.networks
-    if networks.empty:
+    if networks.empty or not set(RUN + ["status"]) <= set(networks.columns):
         return []
     table = completeness(networks)
     gaps = missing(networks)

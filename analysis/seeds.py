@@ -130,13 +130,14 @@ def ci_chart(summary: pd.DataFrame, networks: pd.DataFrame, metric: str = "test_
 
 
 def report_sections(tables) -> list[Section]:
-    """The report's seed sections: per-network mean ± 95% CI, and the findings that change sign across seeds.
+    """The report's seed sections: completeness (networks x seeds x recipes x datasets: done / missing / failed),
+    then, with two seeds or more, per-network mean ± 95% CI and the findings that change sign across seeds."""
+    from analysis import completeness
 
-    Empty when every run has one seed (nothing to say about repeats).
-    """
     epochs, networks = tables.epochs, tables.networks
+    sections = completeness.report_sections(tables)
     if epochs.empty or epochs["seed"].nunique() < 2:
-        return []
+        return sections
     metric = "test_balanced_acc"
     summary = per_network(epochs, metric)
     repeated = summary[summary["n_seeds"] >= 2]
@@ -148,13 +149,13 @@ def report_sections(tables) -> list[Section]:
     finding = (f"{len(repeated)} of {len(summary)} (network, recipe) pairs have ≥2 seeds (seeds {seeds}); the median "
                f"95% interval of balanced accuracy is ±{width.median() / 2:.3f} (widest ±{width.max() / 2:.3f}, "
                f"{repeated.loc[width.idxmax(), 'network'] if len(repeated) else '-'}).")
-    sections = [Section(
+    sections.append(Section(
         key="seeds-ci", title="Mean over seeds", group="Seeds",
         question="How much does a network's accuracy move between training seeds?",
         finding=finding,
         table=table.sort_values("mean", ascending=False)[["network", "recipe", "n_seeds", "mean ± ci95", "std"]],
         figures=[ci_chart(summary, networks, metric)],
-    )]
+    ))
     flips = sign_changes(epochs, networks, metric)
     if not flips.empty:
         changed = flips[flips["changes_sign"]]

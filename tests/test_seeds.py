@@ -80,6 +80,14 @@ def test_report_sections_state_the_interval_and_the_flips():
     assert report_sections(SimpleNamespace(epochs=one_seed, networks=networks)) == []
 
 
+def test_report_sections_open_with_completeness_when_the_networks_table_is_there():
+    from synthetic import from_curves
+
+    tables = from_curves({("A", 0): [0.5], ("A", 1): [0.6], ("B", 0): [0.4]})
+    keys = [s.key for s in report_sections(tables)]
+    assert keys[0] == "completeness" and "seeds-ci" in keys
+
+
 def test_completeness_flags_a_planted_missing_seed_and_a_failed_run():
     from analysis.completeness import completeness, completeness_text, missing
     from synthetic import from_curves
