@@ -1,0 +1,104 @@
+"""The hot loop: recipes honoured, same seed same numbers, NaN recorded as diverged, early stopping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from netzoo.datasets import load_dataset
+from netzoo.recipe import INITS, OPTIMIZERS, Recipe
+from netzoo.train import evaluate, init_weights, train_network
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+class MLP(nn.Module):
+    """64 -> 32 -> 10 with ReLU, log-probabilities out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act1, self.fc2 = nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return torch.log_softmax(self.fc2(self.act1(self.fc1(torch.flatten(x, 1)))), dim=1)
+
+
+class NaNOut(MLP):
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
+def test_same_seed_gives_the_same_numbers_on_cpu(digits):
+    first = [r.metrics for r in train_network(MLP(), digits, Recipe(epochs=2), seed=7)]
+    second = [r.metrics for r in train_network(MLP(), digits, Recipe(epochs=2), seed=7)]
+    other = [r.metrics for r in train_network(MLP(), digits, Recipe(epochs=2), seed=8)]
+    keys = ["train_loss", "train_acc", "test_loss", "test_acc", "test_balanced_acc"]
+    assert [[m[k] for k in keys] for m in first] == [[m[k] for k in keys] for m in second]
+    assert [m["test_loss"] for m in first] != [m["test_loss"] for m in other]
+
+
+def test_study_recipe_learns_digits_and_records_every_metric(digits):
+    results = list(train_network(MLP(), digits, Recipe(epochs=2), seed=42))
+    assert [r.epoch for r in results] == [1, 2] and all(r.status == "done" for r in results)
+    last = results[-1].metrics
+    assert last["test_acc"] > 0.85 and last["train_acc"] > 0.5
+    recalls = [last[f"test_acc_class_{k}"] for k in range(10)]
+    assert last["test_balanced_acc"] == pytest.approx(sum(recalls) / 10)
+    assert last["train_time_s"] == pytest.approx(results[0].metrics["epoch_time_s"] + last["epoch_time_s"])
+    assert results[-1].log_probs.shape == (360, 10)
+    assert last["lr"] == 0.002
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer_trains(digits, optimizer):
+    lr = 0.05 if optimizer.startswith(("sgd", "nesterov")) else 0.002
+    (result,) = train_network(MLP(), digits, Recipe(optimizer=optimizer, lr=lr, epochs=1, weight_decay=1e-4), seed=0)
+    assert result.status == "done" and result.metrics["test_acc"] > 0.5
+
+
+@pytest.mark.parametrize("schedule, lrs", [("cosine", [0.002, 0.001]), ("step", [0.002, 0.0002])])
+def test_lr_schedules_change_the_lr_per_epoch(digits, schedule, lrs):
+    recipe = Recipe(epochs=2, schedule=schedule, step_size=1, gamma=0.1)
+    got = [r.metrics["lr"] for r in train_network(MLP(), digits, recipe, seed=0)]
+    assert got == pytest.approx(lrs)
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_every_init_is_seeded(init):
+    a, b = MLP(), MLP()
+    init_weights(a, init, seed=3)
+    init_weights(b, init, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    if init == "randn":
+        assert a.fc1.weight.std() > 0.5  # N(0, 1), not PyTorch's small uniform
+
+
+def test_nan_loss_is_recorded_as_diverged_at_that_epoch(digits):
+    results = list(train_network(NaNOut(), digits, Recipe(epochs=3), seed=0))
+    assert len(results) == 1 and results[0].status == "diverged"
+    assert math.isnan(results[0].metrics["train_loss"])
+
+
+def test_huge_lr_diverges_and_training_stops(digits):
+    results = list(train_network(MLP(), digits, Recipe(epochs=4, optimizer="sgd", lr=1e6), seed=0))
+    assert results[-1].status == "diverged" and len(results) < 4
+
+
+def test_early_stopping_stops_when_test_loss_stalls(digits):
+    recipe = Recipe(epochs=4, early_stopping_patience=1, early_stopping_min_delta=100.0)
+    results = list(train_network(MLP(), digits, recipe, seed=0))
+    assert [r.status for r in results] == ["done", "stopped_early"]
+
+
+def test_evaluate_counts_per_class_recall(digits):
+    model = MLP()
+    ev = evaluate(model, digits.x_test, digits.y_test, classes=10, batch_size=100)
+    pred = torch.from_numpy(ev.log_probs).argmax(1)
+    assert ev.acc == pytest.approx((pred == digits.y_test).double().mean().item())
+    assert len(ev.class_recall) == 10 and ev.time_s >= 0
