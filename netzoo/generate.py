@@ -347,9 +347,9 @@ def check_feasible(spec: ZooSpec, input_shape: tuple[int, int, int], classes: in
         low = r["kernel"][0]
         if convs > 0 and side < convs * (low - 1) + 1:
             most = (side - 1) // convs + 1
-            raise SpecError(f"{where}: {key}.kernel: {list(r['kernel'])}: a {shape_text} input ({family} input "
-                            f"{'x'.join(map(str, view))}) leaves a side of {side} for {convs} convs; "
-                            f"allowed: kernel low <= {most}.")
+            raise SpecError(f"{where}: {key}.kernel: {list(r['kernel'])}: a side of {side} (a {shape_text} input, "
+                            f"{family} input {'x'.join(map(str, view))}) cannot take {convs} convs of kernel >= {low}; "
+                            f"allowed: kernel low <= {most}, or fewer layers, or a larger input.")
 
 
 # --- rendering, checking and the manifest ---------------------------------------------------------

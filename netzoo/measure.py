@@ -75,12 +75,12 @@ def count_autograd_nodes(output: torch.Tensor) -> int:
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one input, from thop, profiled on a deep copy."""
-    import thop  # imported here: thop prints on import in some versions
-
     probe = copy.deepcopy(model).eval()
     logging.getLogger("thop").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # thop uses distutils' LooseVersion (deprecated)
+        import thop
+
         macs, _ = thop.profile(probe, inputs=(torch.zeros((1, *input_shape)),), verbose=False)
     return int(macs)
 
