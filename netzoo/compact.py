@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from netzoo.errors import ResultsError
+from netzoo.results import completed_keys, key_of
 from netzoo.schema import TABLES
 
 MAX_ROWS = 4_000_000  # rows per compacted file: ~10 files for the MNIST study's 40M predictions
@@ -41,20 +42,24 @@ def compact_results(results_dir: str | Path, max_rows: int = MAX_ROWS) -> str:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ResultsError(f"No results folder at {results_dir}. Pass --results to a folder written by netzoo train.")
+    # Only complete keys are merged: a key still training (its networks part, written last, not there yet)
+    # keeps its parts. networks goes first (TABLES order), so a key stays complete at every step.
+    complete = completed_keys(results_dir)
     lines = []
     for table in TABLES:
         folder = results_dir / table
         if folder.is_dir():
-            lines.append(f"{table}: {compact_table(folder, max_rows)}")
+            lines.append(f"{table}: {compact_table(folder, max_rows, complete)}")
     if not lines:
         raise ResultsError(f"{results_dir} holds none of the tables {', '.join(TABLES)}; is it a netzoo results folder?")
     return "\n".join(lines)
 
 
-def compact_table(folder: Path, max_rows: int = MAX_ROWS) -> str:
-    """Compact one table folder; return what was done, e.g. '4004 parts -> 2 compact files (40,040,000 rows)'."""
+def compact_table(folder: Path, max_rows: int = MAX_ROWS, keys: set | None = None) -> str:
+    """Compact one table folder (only the parts of ``keys``, when given); return what was done,
+    e.g. '4004 parts -> 2 compact files (40,040,000 rows)'."""
     recovered = recover(folder)
-    parts = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "compact-")))
+    parts = sorted(p for p in folder.glob("*.parquet") if key_of(p) is not None and (keys is None or key_of(p) in keys))
     if not parts:
         kept = len(list(folder.glob("compact-*.parquet")))
         return f"nothing to merge ({kept} compact files{', recovered an interrupted compaction' if recovered else ''})"

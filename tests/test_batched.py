@@ -1,16 +1,17 @@
 """Seeds trained as one vmapped model match the same seeds trained one by one (netzoo/batched.py)."""
 
-import copy
-
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netzoo.batched import batch_blocker, make_optimizer, train_seeds
+from netzoo.batched import batch_blocker, train_seeds
+from netzoo.datasets import Dataset
 from netzoo.recipe import Recipe
+from netzoo.train import train_network
 
-RECIPE = Recipe(epochs=2, batch_size=16, eval_batch_size=50)
+RECIPE = Recipe(epochs=2, batch_size=16, eval_batch_size=20)
 SEEDS = [1, 2, 3]
 
 
@@ -43,53 +44,31 @@ class TinyBatchNorm(TinyConv):
         self.bn1 = nn.BatchNorm2d(6)
 
 
-def _data():
+def _data() -> Dataset:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, 1, 8, 8, generator=gen)
-    y = torch.randint(0, 10, (200,), generator=gen)
-    return x[:150], y[:150], x[150:], y[150:]
-
-
-def _separately(model, data, seed):
-    """The plain hot loop, one seed at a time: the reference the batched run must reproduce."""
-    x_train, y_train, x_test, y_test = data
-    gen = torch.Generator().manual_seed(seed)
-    optimizer = make_optimizer(list(model.parameters()), RECIPE)
-    test_log_probs = []
-    for _ in range(RECIPE.epochs):
-        model.train()
-        for idx in torch.randperm(len(x_train), generator=gen).split(RECIPE.batch_size):
-            loss = F.nll_loss(model(x_train[idx]), y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            test_log_probs.append(model(x_test))
-    return test_log_probs
+    y = torch.arange(200) % 10
+    return Dataset(name="synthetic", x_train=x[:150], y_train=y[:150], x_test=x[150:], y_test=y[150:],
+                   classes=10, input_shape=(1, 8, 8), mean=0.0, std=1.0, split="150/50", source="randn")
 
 
 @pytest.mark.parametrize("network", [TinyMLP, TinyConv])
 def test_batched_seeds_match_separately_trained_seeds(network):
     data = _data()
-    initial = []
-    for seed in SEEDS:
-        torch.manual_seed(seed)
-        initial.append(network())
-    separate = [_separately(copy.deepcopy(m), data, seed) for m, seed in zip(initial, SEEDS)]
+    separate = {seed: list(train_network(network(), data, RECIPE, seed)) for seed in SEEDS}
+    batched = list(train_seeds(network(), data, RECIPE, SEEDS))
 
-    batched_models = [copy.deepcopy(m) for m in initial]
-    epochs = list(train_seeds(batched_models, *data, recipe=RECIPE, seeds=SEEDS))
-
-    assert len(epochs) == RECIPE.epochs and all(len(e) == len(SEEDS) for e in epochs)
-    for e, per_seed in enumerate(epochs):
-        for s, result in enumerate(per_seed):
-            assert result.seed == SEEDS[s] and result.epoch == e + 1
-            torch.testing.assert_close(result.test_log_probs, separate[s][e], rtol=1e-4, atol=1e-4)
-    # the trained weights are handed back to the models
-    torch.testing.assert_close(batched_models[1](data[2]), separate[1][-1], rtol=1e-4, atol=1e-4)
+    assert len(batched) == RECIPE.epochs and all(sorted(e) == SEEDS for e in batched)
+    for e, per_seed in enumerate(batched):
+        for seed, result in per_seed.items():
+            alone = separate[seed][e]
+            assert result.epoch == alone.epoch == e + 1 and result.status == alone.status == "done"
+            np.testing.assert_allclose(result.log_probs, alone.log_probs, rtol=1e-4, atol=1e-4)
+            for column in ("train_loss", "train_acc", "test_loss", "test_acc", "test_balanced_acc", "lr",
+                           "test_acc_class_3"):
+                assert result.metrics[column] == pytest.approx(alone.metrics[column], rel=1e-4, abs=1e-4), column
     # different seeds really trained differently
-    assert not torch.allclose(epochs[-1][0].test_log_probs, epochs[-1][1].test_log_probs)
+    assert not np.allclose(batched[-1][SEEDS[0]].log_probs, batched[-1][SEEDS[1]].log_probs)
 
 
 def test_batch_norm_and_dropout_fall_back_with_a_reason():
@@ -98,4 +77,4 @@ def test_batch_norm_and_dropout_fall_back_with_a_reason():
     assert "Dropout" in batch_blocker(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, 10)), RECIPE)
     assert "early stopping" in batch_blocker(TinyMLP(), RECIPE.replace(early_stopping_patience=2))
     with pytest.raises(ValueError, match="one by one"):
-        next(train_seeds([TinyBatchNorm(), TinyBatchNorm()], *_data(), recipe=RECIPE, seeds=[1, 2]))
+        next(train_seeds(TinyBatchNorm(), _data(), RECIPE, seeds=[1, 2]))

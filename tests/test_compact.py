@@ -13,18 +13,26 @@ import pytest
 
 from netzoo import compact
 from netzoo.compact import compact_results
-from netzoo.schema import PREDICTIONS
+from netzoo.results import part_name
+from netzoo.schema import PREDICTIONS, TABLES
 
 ROW_KEY = ["network", "recipe_hash", "seed", "epoch", "sample"]
 
 
-def _write_parts(results, networks=12, seeds=2, epochs=2, samples=50):
-    """A predictions table of one part file per (network, seed), written as the trainer writes them."""
+def _write_parts(results, networks=12, seeds=2, epochs=2, samples=50, incomplete=()):
+    """A predictions table of one part file per (network, seed), named as netzoo.results names them, and
+    one-row parts in the other tables, so each key counts as complete (except networks in ``incomplete``)."""
     folder = results / "predictions"
-    folder.mkdir(parents=True)
+    for table in TABLES:
+        (results / table).mkdir(parents=True)
     rng = np.random.default_rng(0)
     for n in range(networks):
         for seed in range(seeds):
+            key = (f"Conv2dReLU_{n}", "abcd", seed)
+            for table in ("networks", "epochs", "layers"):
+                if not (table == "networks" and n in incomplete):
+                    pq.write_table(pa.table({"network": [key[0]], "recipe_hash": [key[1]], "seed": [seed]}),
+                                   results / table / part_name(key))
             frame = pd.DataFrame({
                 "network": f"Conv2dReLU_{n}", "recipe": "default", "recipe_hash": "abcd", "seed": seed,
                 "epoch": np.repeat(np.arange(1, epochs + 1), samples),
@@ -34,7 +42,7 @@ def _write_parts(results, networks=12, seeds=2, epochs=2, samples=50):
                 "probs": list(rng.random((epochs * samples, 10)).astype(np.float16)),
             })
             table = pa.Table.from_pandas(frame, schema=PREDICTIONS, preserve_index=False)
-            pq.write_table(table, folder / f"Conv2dReLU_{n}-abcd-{seed}.parquet")
+            pq.write_table(table, folder / part_name(key))
     return folder
 
 
@@ -48,13 +56,20 @@ def test_compaction_merges_parts_into_few_sorted_files_with_the_same_rows(tmp_pa
     folder = _write_parts(tmp_path)
     before = _rows(folder)
     summary = compact_results(tmp_path, max_rows=1000)
-    assert "24 parts -> 3 compact files (2,400 rows)" in summary
+    assert "predictions: 24 parts -> 3 compact files (2,400 rows)" in summary
     files = sorted(folder.iterdir())
     assert all(f.name.startswith("compact-") for f in files) and len(files) == 3
     pd.testing.assert_frame_equal(_rows(folder), before)
     first = pq.read_table(files[0]).to_pandas()
     assert first[ROW_KEY].equals(first.sort_values(ROW_KEY)[ROW_KEY])  # sorted within the file
     assert "nothing to merge" in compact_results(tmp_path)  # a second run has nothing left to do
+
+
+def test_parts_of_a_key_still_training_are_left_alone(tmp_path):
+    folder = _write_parts(tmp_path, networks=3, incomplete=(1,))
+    compact_results(tmp_path)
+    left = sorted(f.name for f in folder.iterdir() if not f.name.startswith("compact-"))
+    assert left == ["Conv2dReLU_1--abcd--0.parquet", "Conv2dReLU_1--abcd--1.parquet"]
 
 
 def _count_calls(monkeypatch, tmp_path):
@@ -112,6 +127,7 @@ def test_sigkilled_compaction_process_loses_nothing(tmp_path, stage):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert any(f.name.startswith("Conv2dReLU_") for f in folder.iterdir()), "the kill came after the compaction"
+    assert len(list(folder.glob("*.parquet"))) > 0
     pd.testing.assert_frame_equal(_rows(folder).drop_duplicates().reset_index(drop=True), before)
     compact_results(tmp_path)
     pd.testing.assert_frame_equal(_rows(folder), before)
