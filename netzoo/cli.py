@@ -247,11 +247,11 @@ def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
 @click.option("--download", is_flag=True)
 @click.option("--results", type=PATH, required=True)
 @click.option("--networks", default=None, help="GLOB[,GLOB…] (default: the grid's own selection)")
-@click.option("--epochs", type=int, default=None)
-@click.option("--seeds", default=None)
-@click.option("--device", default=None)
-@click.option("--workers", type=int, default=None)
-@click.option("--quiet", is_flag=True)
+@click.option("--epochs", type=int, default=None, help="override every recipe's epochs (default: the grid's)")
+@click.option("--seeds", default=None, help="training seeds S[,S…] (default 42); each recipe trains once per seed")
+@click.option("--device", default=None, help="cpu, cuda, or cuda:0,cuda:1,… (default: cuda if present)")
+@click.option("--workers", type=int, default=None, help="worker processes (default: as for netzoo train)")
+@click.option("--quiet", is_flag=True, help="no progress bars; only the summary line")
 def sweep(grid, zoo_dir, dataset, data_root, download, results, networks, epochs, seeds, device, workers,
           quiet) -> None:
     """Train a subset of the zoo under every recipe of GRID (a shipped name or a PATH.toml).
