@@ -526,7 +526,7 @@ def generate_zoo(spec: str | Path = "default", dataset: str | None = None, input
             try:
                 model = import_network(path, plan.name)()
                 check_network(model, plan.name, shape, n_classes)
-                costs = static_costs(model, shape)
+                costs = static_costs(model, shape, copy_first=False)  # the model is thrown away
             except GenerationError:
                 raise
             except Exception as exc:  # any failure to import, build or run is the generator's bug: stop

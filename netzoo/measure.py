@@ -73,9 +73,13 @@ def count_autograd_nodes(output: torch.Tensor) -> int:
     return sum(1 for n in nodes if type(n).__name__ != "AccumulateGrad")
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one input, from thop, profiled on a deep copy."""
-    probe = copy.deepcopy(model).eval()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], copy_first: bool = True) -> int:
+    """Multiply-accumulates of one input, from thop, profiled on a deep copy.
+
+    thop leaves total_ops/total_params buffers on what it profiles; ``copy_first=False`` profiles the network
+    itself and is only for a network about to be thrown away (the generator's last measure).
+    """
+    probe = (copy.deepcopy(model) if copy_first else model).eval()
     logging.getLogger("thop").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # thop uses distutils' LooseVersion (deprecated)
@@ -86,27 +90,33 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(forward FLOPs, forward + backward FLOPs) of one input, from FlopCounterMode, in eval mode."""
+    """(forward FLOPs, forward + backward FLOPs) of one input, from FlopCounterMode, in eval mode.
+
+    One pass: the total is read after the forward, then again after the backward of the NLL loss.
+    """
     was_training = model.training
     model.eval()
     x = torch.zeros((1, *input_shape))
     try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(x)
-        forward = counter.get_total_flops()
         with FlopCounterMode(display=False) as counter, torch.enable_grad():
             out = model(x)
+            forward = counter.get_total_flops()
             F.nll_loss(out, torch.zeros(1, dtype=torch.long)).backward()
-        train_step = counter.get_total_flops()
+            train_step = counter.get_total_flops()
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return int(forward), int(train_step)
 
 
-def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Every manifest cost column of one network: params, memory, ops, macs, flops_forward, flops_train_step."""
+def static_costs(model: nn.Module, input_shape: tuple[int, ...], copy_first: bool = True) -> dict[str, int]:
+    """Every manifest cost column of one network: params, memory, ops, macs, flops_forward, flops_train_step.
+
+    ``copy_first=False`` lets thop profile the network itself (it leaves buffers on it): for throwaway networks.
+    """
     memory, ops = memory_and_ops(model, input_shape)
     forward, train_step = count_flops(model, input_shape)
-    return {"params": count_params(model), "memory": memory, "ops": ops, "macs": count_macs(model, input_shape),
+    params = count_params(model)
+    macs = count_macs(model, input_shape, copy_first=copy_first)  # last: it may leave thop's buffers
+    return {"params": params, "memory": memory, "ops": ops, "macs": macs,
             "flops_forward": forward, "flops_train_step": train_step}
