@@ -73,13 +73,16 @@ def ensemble_runs(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int |
 
 
 def ensembles(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | None = None,
-              recipe: str | None = None) -> pd.DataFrame:
+              recipe: str | None = None, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Test accuracy of the ensemble (mean of probabilities) of the k best networks and of k Basic runs
-    with different seeds, k = 1..k_max: kind, k, test_acc, test_balanced_acc, best_single (the best single
-    run's metric) and gain (ensemble metric - best_single). Needs the predictions' probs at the epoch."""
+    with different seeds, k = 1..k_max: kind, k, added (the run added at k), test_acc, test_balanced_acc,
+    best_single (the best single run's metric) and gain (ensemble metric - best_single).
+    Needs the predictions' probs at the epoch: ``predictions`` (at least the ensembles' runs) or the tables'."""
     tables = for_recipe(tables, recipe)
     runs = ensemble_runs(tables, k_max, metric, epoch, recipe)
-    preds = tables.predictions
+    preds = tables.predictions if predictions is None else predictions
+    if "recipe_hash" in preds.columns and len(tables.networks):
+        preds = preds[preds["recipe_hash"].isin(tables.networks["recipe_hash"].unique())]
     if preds.empty or "probs" not in preds.columns:
         raise ResultsError("Ensembles need the predictions table with its probs column "
                            "(netzoo train writes it for every network).")
@@ -151,8 +154,9 @@ def agreement(tables, epoch: int | None = None, recipe: str | None = None) -> pd
     return pd.DataFrame(rows)
 
 
-def report_sections(tables) -> list:
-    """Report sections for Pareto fronts, ensembles and agreement (see analysis.beyond_report)."""
+def report_sections(tables, ensemble_predictions: pd.DataFrame | None = None) -> list:
+    """Report sections for Pareto fronts, ensembles and agreement (see analysis.beyond_report);
+    ``ensemble_predictions``: predictions with probs of the ensembles' runs, when the tables' lack probs."""
     from analysis.beyond_report import beyond_sections
 
-    return beyond_sections(tables)
+    return beyond_sections(tables, ensemble_predictions)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from analysis import beyond, charts
 from analysis.exam_report import collect, names, num, pct
 from analysis.population import METRIC, label, population
@@ -25,8 +27,8 @@ def _pareto(tables, key, title, question):
     return [Section(key, title, question, finding, fronts, figures, group=GROUP)]
 
 
-def _ensembles(tables, key, title, question):
-    ens = beyond.ensembles(tables)
+def _ensembles(tables, key, title, question, predictions=None):
+    ens = beyond.ensembles(tables, predictions=predictions)
     best = ens[ens["kind"] == "best"]
     top = best.loc[best[METRIC].idxmax()]
     finding = (f"The best single network scores {pct(ens['best_single'].iloc[0])}; the ensemble of the "
@@ -62,9 +64,11 @@ BUILDERS = [
 ]
 
 
-def beyond_sections(tables) -> list[Section]:
-    """Sections for Pareto fronts, ensembles and agreement."""
-    sections = collect(BUILDERS, tables)
+def beyond_sections(tables, ensemble_predictions=None) -> list[Section]:
+    """Sections for Pareto fronts, ensembles and agreement (ensembles from ``ensemble_predictions`` if given)."""
+    builders = [(key, title, question, partial(build, predictions=ensemble_predictions) if key == "ensembles"
+                 else build) for key, title, question, build in BUILDERS]
+    sections = collect(builders, tables)
     for section in sections:
         if section.group == "Exam":
             section.group = GROUP

@@ -26,6 +26,7 @@ FAMILY_COLORS = dict(zip(FAMILIES, sns.color_palette("tab10", len(FAMILIES)).as_
 ACTIVATION_COLORS = dict(zip(ACTIVATIONS, sns.color_palette("Dark2", len(ACTIVATIONS)).as_hex()))
 GOLD_STAR = dict(marker="*", s=140, color="gold", edgecolor="black", linewidth=0.6, zorder=5)
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
+plt.rcParams["figure.max_open_warning"] = 0  # a report holds every chart until it is saved
 
 
 def palette(kind: str, names) -> dict[str, str]:
@@ -79,9 +80,15 @@ def cell_grid(summary: pd.DataFrame, title: str, fmt: str = ".2f", log: bool = F
     grid = cells.pivot(index="family", columns="activation", values="median")
     grid = grid.reindex(index=order("family", grid.index), columns=order("activation", grid.columns))
     fig, axes = _figure(7.5, 0.45 * len(grid) + 1.8)
-    norm = matplotlib.colors.LogNorm() if log and (grid.to_numpy()[np.isfinite(grid.to_numpy())] > 0).all() else None
-    sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", norm=norm, ax=axes[0], linewidths=0.5,
+    values = grid.to_numpy()
+    norm = matplotlib.colors.LogNorm() if log and (values[np.isfinite(values)] > 0).all() else None
+    text = grid.map(lambda v: "" if pd.isna(v) else f"{v:,.0f}" if abs(v) >= 1000 else format(v, fmt))
+    sns.heatmap(grid, annot=text, fmt="", cmap="viridis", norm=norm, ax=axes[0], linewidths=0.5,
                 cbar_kws={"label": "median"})
+    if norm is not None:
+        cbar = axes[0].collections[0].colorbar
+        cbar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.4g}"))
+        cbar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].set(title=title, xlabel="activation", ylabel="family")
     return fig
 
@@ -91,9 +98,9 @@ def attempts(q1: pd.DataFrame, title: str) -> Figure:
     fig, axes = _figure(8, 4.5)
     ax = axes[0]
     columns = [c for c in q1.columns if c.startswith("reached_")] + ["good", "gold_stars"]
-    long = q1.melt(id_vars="epoch", value_vars=columns, var_name="count", value_name="networks")
+    long = q1.melt(id_vars="epoch", value_vars=columns, var_name="count", value_name="how many")
     long["count"] = long["count"].str.replace("reached_", "≥ ").str.replace(r"(\d)$", r"\1%", regex=True)
-    sns.lineplot(data=long, x="epoch", y="networks", hue="count", style="count", markers=True, dashes=False, ax=ax)
+    sns.lineplot(data=long, x="epoch", y="how many", hue="count", style="count", markers=True, dashes=False, ax=ax)
     ax.set(title=title, xlabel="epoch (attempt)", ylabel="networks", xticks=sorted(q1["epoch"].unique()))
     ax.legend(title=None, fontsize=8, ncols=2)
     return fig
@@ -133,8 +140,10 @@ def sample_grid(images: np.ndarray, frame: pd.DataFrame, title: str, columns: in
     """Test images (N, C, H, W) of the rows of a Q8 frame, titled 'label → majority'."""
     n = len(frame)
     rows = max(1, int(np.ceil(n / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.95, rows * 1.15 + 0.5), squeeze=False,
-                             layout="constrained")
+    # a fixed grid: constrained layout over dozens of titled axes costs seconds
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.95, rows * 1.15 + 0.6), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.6 / (rows * 1.15 + 0.6), hspace=0.35,
+                        wspace=0.1)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, row in zip(axes.ravel(), frame.itertuples()):

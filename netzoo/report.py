@@ -1,0 +1,219 @@
+"""The HTML report: every analysis module's sections assembled into one self-contained index.html.
+
+write_report() loads the results once, asks each module in REPORT_MODULES for its sections
+(``report_sections(tables) -> list[Section]``), saves every chart as PNG and SVG (OUT/charts/) and every table
+as CSV (OUT/tables/), and writes OUT/index.html with the PNGs embedded as data URIs, so the file opens from
+the file system with no server. A module that is not installed is skipped; one that fails shows its error
+as a skipped section instead of breaking the report. Nothing here computes a number.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import importlib
+import importlib.util
+import io
+import logging
+import time
+import webbrowser
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from analysis.section import Section
+from netzoo.errors import ResultsError
+
+log = logging.getLogger(__name__)
+
+# The integration point: modules whose report_sections(tables) the report calls, in this order.
+# A module listed here that does not exist yet is skipped (importlib.util.find_spec).
+REPORT_MODULES = ("analysis.exam", "analysis.beyond", "analysis.lenses", "analysis.recipes", "analysis.seeds")
+MAX_ROWS = 40        # rows of a table shown in the page; the full table is in OUT/tables/<key>.csv
+PNG_DPI = 110
+_PREDICTION_COLUMNS = ["network", "recipe", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]
+
+
+# --- loading -------------------------------------------------------------------------------------
+def load_tables(results_dir: Path):
+    """networks, epochs and layers in full, and the predictions of each run's last epoch without probs
+    (what every section needs; ensembles read their few runs' probabilities separately)."""
+    from netzoo.results import load
+
+    tables = load(results_dir, tables=["networks", "epochs", "layers"])
+    tables.predictions = load(results_dir, tables=["predictions"], columns={"predictions": _PREDICTION_COLUMNS},
+                              epoch="last").predictions
+    return tables
+
+
+def ensemble_predictions(results_dir: Path, tables) -> pd.DataFrame:
+    """The last epoch's predictions, probs included, of only the runs the ensembles use (a filtered read)."""
+    from analysis.beyond import ensemble_runs
+    from analysis.population import for_recipe, last_epoch, recipe_hash
+
+    chosen = recipe_hash(tables)
+    runs = ensemble_runs(tables)
+    wanted = sorted({name for members in runs.values() for name, _ in members})
+    folder = Path(results_dir) / "predictions"
+    if not wanted or not folder.is_dir():
+        return pd.DataFrame()
+    epoch = last_epoch(for_recipe(tables).epochs)
+    filt = pc.field("network").isin(wanted) & (pc.field("recipe_hash") == chosen) & (pc.field("epoch") == epoch)
+    frame = ds.dataset(folder, format="parquet").to_table(filter=filt).to_pandas()
+    # a key found in a part file and a compact file is the same rows twice: keep one
+    return frame.drop_duplicates(["network", "recipe_hash", "seed", "sample"], keep="last")
+
+
+# --- collecting sections -------------------------------------------------------------------------
+def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MODULES) -> list[Section]:
+    """Every listed module's sections, in order. Missing modules are skipped; a failing one becomes a
+    "Skipped" section naming the error."""
+    sections: list[Section] = []
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            log.info("report: %s is not installed; its sections are left out", name)
+            continue
+        module = importlib.import_module(name)
+        if not hasattr(module, "report_sections"):
+            continue
+        try:
+            if name == "analysis.beyond" and results_dir is not None:
+                sections += module.report_sections(tables, ensemble_predictions(results_dir, tables))
+            else:
+                sections += module.report_sections(tables)
+        except Exception as exc:  # one module's bug must not cost the whole report
+            log.warning("report: %s.report_sections failed: %s", name, exc, exc_info=True)
+            sections.append(Section(name, name, f"Sections of {name}", f"Not shown: {type(exc).__name__}: {exc}",
+                                    group="Skipped"))
+    return sections
+
+
+# --- rendering -----------------------------------------------------------------------------------
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    """A table for the page: value ± ci95 where a ``*_ci95`` column holds numbers, 4 significant digits."""
+    table = table.copy()
+    for ci in [c for c in table.columns if str(c).endswith("_ci95")]:
+        base = str(ci).removesuffix("_ci95")
+        value = base + "_mean" if base + "_mean" in table.columns else base
+        if value in table.columns and table[ci].notna().any():
+            table[value] = [f"{v:.4g} ± {e:.2g}" if pd.notna(e) else f"{v:.4g}"
+                            for v, e in zip(table[value], table[ci])]
+        table = table.drop(columns=ci)
+    for column in table.columns:
+        if pd.api.types.is_float_dtype(table[column]):
+            table[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+    return table
+
+
+def _save_figure(fig, stem: Path) -> str:
+    """Save ``fig`` as stem.png and stem.svg; return the PNG as a data URI."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=PNG_DPI)
+    stem.with_suffix(".png").write_bytes(buffer.getvalue())
+    fig.set_layout_engine("none")  # keep the layout the PNG computed: laying out twice doubles the cost
+    fig.savefig(stem.with_suffix(".svg"), format="svg")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _render_section(section: Section, out: Path) -> str:
+    """One section's HTML; writes its charts and its CSV."""
+    parts = [f'<section id="{html.escape(section.key)}"><h2>{html.escape(section.title)}</h2>',
+             f'<p class="question">{html.escape(section.question)}</p>',
+             f'<p class="finding">{html.escape(section.finding)}</p>']
+    for i, fig in enumerate(section.figures):
+        stem = out / "charts" / f"{section.key}-{i + 1}"
+        uri = _save_figure(fig, stem)
+        title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) else section.title
+        parts.append(f'<figure><img src="{uri}" alt="{html.escape(title)}">'
+                     f'<figcaption><a href="charts/{stem.name}.svg">SVG</a> · '
+                     f'<a href="charts/{stem.name}.png">PNG</a></figcaption></figure>')
+    if section.table is not None and len(section.table.columns):
+        csv = out / "tables" / f"{section.key}.csv"
+        section.table.to_csv(csv, index=False)
+        shown = _display(section.table.head(MAX_ROWS))
+        parts.append(shown.to_html(index=False, border=0, classes="table", na_rep=""))
+        more = f"first {MAX_ROWS} of {len(section.table)} rows; " if len(section.table) > MAX_ROWS else ""
+        parts.append(f'<p class="note">{more}full table: <a href="tables/{csv.name}">{csv.name}</a></p>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.question{font-style:italic;color:#555}
+.finding{background:#f3f7fb;border-left:4px solid #1f77b4;padding:.6em .9em}
+figure{margin:1em 0} img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.8em;color:#777}
+table.table{border-collapse:collapse;font-size:.82em;margin:.5em 0}
+table.table th,table.table td{padding:.25em .6em;border-bottom:1px solid #e5e5e5;text-align:right}
+table.table th{background:#fafafa;position:sticky;top:0}
+.note{font-size:.8em;color:#777} nav ol{columns:2} .meta{color:#666;font-size:.9em}
+"""
+
+
+def _header(tables, results_dir: Path) -> str:
+    """Title and what the report covers: dataset, networks, recipes, seeds, epochs."""
+    networks, epochs = tables.networks, tables.epochs
+    dataset = ", ".join(sorted(networks["dataset"].dropna().unique())) if "dataset" in networks else "?"
+    facts = [f"dataset {dataset}", f"{networks['network'].nunique()} networks", f"{len(networks)} runs",
+             f"recipes: {', '.join(sorted(networks['recipe'].unique()))}",
+             f"seeds: {', '.join(map(str, sorted(networks['seed'].unique())))}",
+             f"epochs: {int(epochs['epoch'].max()) if len(epochs) else 0}"]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<h1>netzoo report: {html.escape(str(results_dir))}</h1><p class=\"meta\">{html.escape(' · '.join(facts))}"
+            f" · written {stamp}. Accuracy is the mean per-class recall on the test split (the study's); "
+            f"with several seeds, numbers per network are the mean over seeds (± 95% CI).</p>")
+
+
+def render(sections: list[Section], tables, results_dir: Path, out: Path) -> Path:
+    """Write OUT/index.html (and its charts and tables) from sections; return its path."""
+    for folder in (out / "charts", out / "tables"):
+        folder.mkdir(parents=True, exist_ok=True)
+    shown = [s for s in sections if s.group != "Skipped"]
+    skipped = [s for s in sections if s.group == "Skipped"]
+    body, toc, group = [], [], None
+    for section in shown:
+        if section.group != group:
+            group = section.group
+            body.append(f"<h1 id=\"group-{html.escape(group)}\">{html.escape(group)}</h1>")
+            toc.append(f"<li><b>{html.escape(group)}</b></li>")
+        toc.append(f'<li><a href="#{html.escape(section.key)}">{html.escape(section.title)}</a></li>')
+        body.append(_render_section(section, out))
+    if skipped:
+        items = "".join(f"<li><b>{html.escape(s.title)}</b>: {html.escape(s.finding)}</li>" for s in skipped)
+        body.append(f'<h1 id="skipped">Not shown</h1><ul class="note">{items}</ul>')
+    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>netzoo report</title>"
+            f"<style>{CSS}</style></head><body>{_header(tables, results_dir)}<nav><ol>{''.join(toc)}</ol></nav>"
+            f"{''.join(body)}</body></html>")
+    path = out / "index.html"
+    tmp = out / ".tmp-index.html"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_report(results, out=None, open_browser: bool = False) -> Path:
+    """Write the report of results folder ``results`` to OUT/index.html (default RESULTS/report); return its path."""
+    results_dir = Path(results)
+    if not results_dir.is_dir():
+        raise ResultsError(f"No results folder at {results_dir}. Train first: netzoo train --results {results_dir} ...")
+    out = Path(out) if out is not None else results_dir / "report"
+    started = time.perf_counter()
+    tables = load_tables(results_dir)
+    if tables.networks.empty:
+        raise ResultsError(f"{results_dir} holds no complete networks yet: run netzoo train --results {results_dir} "
+                           f"(netzoo status --results {results_dir} shows what is done).")
+    sections = collect_sections(tables, results_dir)
+    path = render(sections, tables, results_dir, out)
+    log.info("report: %d sections in %.1f s -> %s", len(sections), time.perf_counter() - started, path)
+    if open_browser:
+        webbrowser.open(path.resolve().as_uri())
+    return path
