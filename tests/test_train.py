@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -16,6 +17,12 @@ from netzoo.train import evaluate, init_weights, train_network
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """The first 400 training images only: 16 steps per epoch keeps recipe tests fast."""
+    return dataclasses.replace(digits, x_train=digits.x_train[:400], y_train=digits.y_train[:400])
 
 
 class MLP(nn.Module):
@@ -34,10 +41,10 @@ class NaNOut(MLP):
         return super().forward(x) * float("nan")
 
 
-def test_same_seed_gives_the_same_numbers_on_cpu(digits):
-    first = [r.metrics for r in train_network(MLP(), digits, Recipe(epochs=2), seed=7)]
-    second = [r.metrics for r in train_network(MLP(), digits, Recipe(epochs=2), seed=7)]
-    other = [r.metrics for r in train_network(MLP(), digits, Recipe(epochs=2), seed=8)]
+def test_same_seed_gives_the_same_numbers_on_cpu(small):
+    first = [r.metrics for r in train_network(MLP(), small, Recipe(epochs=2), seed=7)]
+    second = [r.metrics for r in train_network(MLP(), small, Recipe(epochs=2), seed=7)]
+    other = [r.metrics for r in train_network(MLP(), small, Recipe(epochs=2), seed=8)]
     keys = ["train_loss", "train_acc", "test_loss", "test_acc", "test_balanced_acc"]
     assert [[m[k] for k in keys] for m in first] == [[m[k] for k in keys] for m in second]
     assert [m["test_loss"] for m in first] != [m["test_loss"] for m in other]
@@ -56,16 +63,16 @@ def test_study_recipe_learns_digits_and_records_every_metric(digits):
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_every_optimizer_trains(digits, optimizer):
+def test_every_optimizer_trains(small, optimizer):
     lr = 0.05 if optimizer.startswith(("sgd", "nesterov")) else 0.002
-    (result,) = train_network(MLP(), digits, Recipe(optimizer=optimizer, lr=lr, epochs=1, weight_decay=1e-4), seed=0)
-    assert result.status == "done" and result.metrics["test_acc"] > 0.5
+    (result,) = train_network(MLP(), small, Recipe(optimizer=optimizer, lr=lr, epochs=1, weight_decay=1e-4), seed=0)
+    assert result.status == "done" and result.metrics["test_acc"] > 0.3
 
 
 @pytest.mark.parametrize("schedule, lrs", [("cosine", [0.002, 0.001]), ("step", [0.002, 0.0002])])
-def test_lr_schedules_change_the_lr_per_epoch(digits, schedule, lrs):
+def test_lr_schedules_change_the_lr_per_epoch(small, schedule, lrs):
     recipe = Recipe(epochs=2, schedule=schedule, step_size=1, gamma=0.1)
-    got = [r.metrics["lr"] for r in train_network(MLP(), digits, recipe, seed=0)]
+    got = [r.metrics["lr"] for r in train_network(MLP(), small, recipe, seed=0)]
     assert got == pytest.approx(lrs)
 
 
@@ -79,20 +86,20 @@ def test_every_init_is_seeded(init):
         assert a.fc1.weight.std() > 0.5  # N(0, 1), not PyTorch's small uniform
 
 
-def test_nan_loss_is_recorded_as_diverged_at_that_epoch(digits):
-    results = list(train_network(NaNOut(), digits, Recipe(epochs=3), seed=0))
+def test_nan_loss_is_recorded_as_diverged_at_that_epoch(small):
+    results = list(train_network(NaNOut(), small, Recipe(epochs=3), seed=0))
     assert len(results) == 1 and results[0].status == "diverged"
     assert math.isnan(results[0].metrics["train_loss"])
 
 
-def test_huge_lr_diverges_and_training_stops(digits):
-    results = list(train_network(MLP(), digits, Recipe(epochs=4, optimizer="sgd", lr=1e6), seed=0))
+def test_huge_lr_diverges_and_training_stops(small):
+    results = list(train_network(MLP(), small, Recipe(epochs=4, optimizer="sgd", lr=1e6), seed=0))
     assert results[-1].status == "diverged" and len(results) < 4
 
 
-def test_early_stopping_stops_when_test_loss_stalls(digits):
+def test_early_stopping_stops_when_test_loss_stalls(small):
     recipe = Recipe(epochs=4, early_stopping_patience=1, early_stopping_min_delta=100.0)
-    results = list(train_network(MLP(), digits, recipe, seed=0))
+    results = list(train_network(MLP(), small, recipe, seed=0))
     assert [r.status for r in results] == ["done", "stopped_early"]
 
 
