@@ -260,3 +260,27 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
             data = data.filter(pc.is_in(pairs, wanted_pairs))
         out[table] = to_frame(data.select(cols), schema)
     return ResultTables(**out)
+
+
+# --- documentation -----------------------------------------------------------------------------------
+def _type_name(dtype: pa.DataType) -> str:
+    """'int64', 'string', 'list<float16>', 'timestamp[us, UTC]'."""
+    if pa.types.is_list(dtype):
+        return f"list<{_type_name(dtype.value_type)}>"
+    return str(dtype).replace("tz=", "")
+
+
+def schema_markdown() -> str:
+    """The column tables of docs/results.md, rendered from netzoo.schema (tests/test_schema.py checks the doc)."""
+    from netzoo.schema import describe
+
+    sections = []
+    for table in ("manifest",) + TABLES:
+        schema = table_schema(table, 1)
+        lines = [f"### `{table}`", "", "| column | type | meaning |", "| --- | --- | --- |"]
+        for name, doc in describe(schema).items():
+            if name.startswith("test_acc_class_"):
+                name, doc = "test_acc_class_0 … test_acc_class_{K-1}", "recall of each class on the test split, in [0, 1]"
+            lines.append(f"| `{name}` | {_type_name(schema.field(name.split(' ')[0]).type)} | {doc} |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
