@@ -1,0 +1,70 @@
+"""The zoo as a registry: list by wildcard in natural order, load by name, describe; the CLI over it."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from torch import nn
+
+from netzoo.cli import cli
+from netzoo.errors import UnknownNetworkError
+from netzoo.zoo import describe_network, list_networks, load_network, natural_key, read_manifest
+
+TINY = Path(__file__).parent / "data" / "tiny.toml"
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """The tiny spec rendered through the CLI, as a user would."""
+    out = tmp_path_factory.mktemp("zoo")
+    result = CliRunner().invoke(cli, ["generate", "--spec", str(TINY), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_natural_sort_puts_2_before_10():
+    assert sorted(["LinearReLU_10", "LinearReLU_2", "Basic"], key=natural_key) == \
+        ["Basic", "LinearReLU_2", "LinearReLU_10"]
+
+
+def test_list_networks_takes_comma_separated_wildcards(zoo):
+    frame = list_networks(zoo, "Linear*,Conv2d*")
+    assert list(frame["network"]) == ["Conv2dTanh_1", "Conv2dThenLinearReLU_1", "LinearNone_1", "LinearReLU_1"]
+    assert len(list_networks(zoo)) == len(read_manifest(zoo)) == 8
+
+
+def test_unknown_network_suggests_the_close_names(zoo):
+    with pytest.raises(UnknownNetworkError, match="Unknown network 'LinearRelu_1'.*Did you mean 'LinearReLU_1'"):
+        load_network(zoo, "LinearRelu_1")
+    with pytest.raises(UnknownNetworkError, match="netzoo zoo list"):
+        list_networks(zoo, "Conv9d*")
+
+
+def test_missing_zoo_says_how_to_generate_it(tmp_path):
+    with pytest.raises(UnknownNetworkError, match="Run: netzoo generate --out"):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_load_network_builds_the_class_named_like_its_file(zoo):
+    model = load_network(zoo, "ResNetStyleReLU_1")
+    assert isinstance(model, nn.Module) and type(model).__name__ == "ResNetStyleReLU_1"
+
+
+def test_describe_network_shows_costs_and_source(zoo):
+    text = describe_network(zoo, "Basic")
+    row = read_manifest(zoo).set_index("network").loc["Basic"]
+    assert f"params      {row['params']:,}" in text and "class Basic(nn.Module):" in text
+
+
+def test_cli_zoo_list_prints_matching_networks_and_their_costs(zoo):
+    result = CliRunner().invoke(cli, ["zoo", "list", "Linear*", "--zoo", str(zoo)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["network", "family", "activation", "depth", "params", "memory", "ops", "macs"]
+    assert lines[1].split()[0] == "LinearNone_1" and lines[-1] == "2 networks"
+
+
+def test_cli_zoo_show_prints_the_source(zoo):
+    result = CliRunner().invoke(cli, ["zoo", "show", "Conv2dTanh_1", "--zoo", str(zoo)])
+    assert result.exit_code == 0, result.output
+    assert "family      Conv2d" in result.output and "class Conv2dTanh_1(nn.Module):" in result.output
