@@ -69,8 +69,9 @@ def generate(spec, dataset, input_shape, classes, seed, out, quiet) -> None:
         raise click.UsageError("--dataset cannot be used with --input-shape: give one of them")
     if classes is not None and not input_shape:
         raise click.UsageError("--classes goes with --input-shape (a dataset knows its classes)")
-    generate_zoo(spec=spec, dataset=dataset, input_shape=_shape(input_shape), classes=classes,
-                 seed=seed, out=out, progress=not quiet)
+    manifest = generate_zoo(spec=spec, dataset=dataset, input_shape=_shape(input_shape), classes=classes,
+                            seed=seed, out=out, progress=not quiet)
+    click.echo(f"{len(manifest)} networks -> {manifest.attrs['zoo_dir']}/ (manifest.parquet)")
 
 
 @cli.group()

@@ -543,6 +543,7 @@ def generate_zoo(spec: str | Path = "default", dataset: str | None = None, input
     tmp = out / ".tmp-manifest.parquet"
     pq.write_table(schema.conform(manifest, schema.MANIFEST), tmp)
     tmp.replace(out / "manifest.parquet")
+    manifest.attrs["zoo_dir"] = str(out)
     return manifest
 
 
