@@ -136,6 +136,26 @@ def linear_fit(runs: pd.DataFrame, y: str = "dead_neurons", x: str = "width") ->
     return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2), "n": len(ok)}
 
 
+def power_fit(runs: pd.DataFrame, y: str = "var_sum", x: str = "width") -> dict:
+    """Least-squares fit ln y = ln(scale) + exponent * ln x over runs with y > 0: scale, exponent, r2 (log-log), n."""
+    ok = runs[[x, y]].astype(float).dropna()
+    ok = ok[(ok[x] > 0) & (ok[y] > 0)]
+    if len(ok) < 3 or ok[x].nunique() < 2:
+        return {"scale": np.nan, "exponent": np.nan, "r2": np.nan, "n": len(ok)}
+    fit = stats.linregress(np.log(ok[x]), np.log(ok[y]))
+    return {"scale": float(np.exp(fit.intercept)), "exponent": float(fit.slope), "r2": float(fit.rvalue ** 2),
+            "n": len(ok)}
+
+
+def plateau_width(summary: pd.DataFrame, stat: str = METRIC, within: float = 0.01) -> int | None:
+    """The smallest width whose mean ``stat`` is within ``within`` of the best mean (where the curve flattens)."""
+    values = summary[["width", f"{stat}_mean"]].dropna()
+    if values.empty:
+        return None
+    best = values[f"{stat}_mean"].max()
+    return int(values.loc[values[f"{stat}_mean"] >= best - within, "width"].min())
+
+
 def peak_widths(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (activation, seed): the width where Shapiro W peaks and the width where test accuracy peaks.
 
@@ -241,30 +261,37 @@ def _figure(height: float = 4.0, width: float = 7.0) -> tuple[Figure, object]:
 
 
 def variance_ridge_chart(variances: pd.DataFrame, max_rows: int = 32) -> Figure:
-    """Ridge plot: the density (KDE) of per-neuron variance, one ridge per width, seeds pooled (the study's first plot)."""
+    """Ridge plot: the density (KDE of log10 variance) of per-neuron variance, one ridge per width, seeds pooled.
+
+    The study's first plot, on a log axis so that widths whose variances differ by orders of magnitude share
+    one chart; dead neurons (variance exactly 0) cannot sit on a log axis and are given as a share per ridge.
+    """
     widths = sorted(variances["width"].unique())
     if len(widths) > max_rows:  # keep every k-th width, always the smallest and the largest
         keep = np.unique(np.linspace(0, len(widths) - 1, max_rows).round().astype(int))
         widths = [widths[i] for i in keep]
-    top = float(np.quantile(variances["variance"], 0.99)) or 1.0
-    grid = np.linspace(0.0, top, 256)
+    alive = variances.loc[variances["variance"] > 0, "variance"]
+    low, high = (np.log10(np.quantile(alive, [0.005, 0.995])) if len(alive) else (-1.0, 1.0))
+    grid = np.linspace(low - 0.25, high + 0.25, 256)
     fig, ax = _figure(height=max(4.0, 0.32 * len(widths) + 1.5))
     colors = sns.color_palette("viridis", len(widths))
     for i, (width, color) in enumerate(zip(widths, colors)):
         values = variances.loc[variances["width"] == width, "variance"].to_numpy()
-        if len(values) >= 3 and np.ptp(values) > 0:
-            density = stats.gaussian_kde(values)(grid)
-            density = 0.9 * density / density.max()
-            ax.fill_between(grid, i, i + density, color=color, alpha=0.8, lw=0.5, edgecolor="black")
+        logs = np.log10(values[values > 0])
+        if len(logs) >= 3 and np.ptp(logs) > 0:
+            density = stats.gaussian_kde(logs)(grid)
+            ax.fill_between(10 ** grid, i, i + 0.9 * density / density.max(), color=color, alpha=0.8, lw=0.5,
+                            edgecolor="black")
         else:  # too few distinct values for a density: mark each value
-            ax.vlines(np.clip(values, 0, top), i, i + 0.6, color=color, lw=1.5)
+            ax.vlines(10 ** np.clip(logs, grid[0], grid[-1]), i, i + 0.6, color=color, lw=1.5)
         dead = float(np.mean(values == 0)) if len(values) else 0.0
-        ax.text(top * 1.01, i + 0.15, f"{dead:.0%} dead", fontsize=7, va="bottom")
+        ax.text(1.01, i + 0.15, f"{dead:.0%} dead", fontsize=7, va="bottom", transform=ax.get_yaxis_transform())
+    ax.set_xscale("log")
+    ax.set_xlim(10 ** grid[0], 10 ** grid[-1])
     ax.set_yticks(np.arange(len(widths)) + 0.2, [str(w) for w in widths], fontsize=7)
-    ax.set_xlim(0, top * 1.12)
-    ax.set_xlabel("per-neuron activation variance over the test split (x clipped at the 99th percentile)")
+    ax.set_xlabel("per-neuron activation variance on the test split (log scale)")
     ax.set_ylabel("hidden width")
-    ax.set_title("Variance of each hidden neuron, by width")
+    ax.set_title("Variance of each hidden neuron, by width (dead share on the right)")
     return fig
 
 
@@ -360,16 +387,18 @@ def _width_sections(tables) -> list[Section]:
         return []
     summary = width_summary(runs)
     variances = variance_by_width(tables)
-    smallest, largest = summary.iloc[summary["width"].idxmin()], summary.iloc[summary["width"].idxmax()]
+    smallest, largest = summary.loc[summary["width"].idxmin()], summary.loc[summary["width"].idxmax()]
+    top = summary.loc[summary["var_q50_mean"].idxmax()]
     seeds = runs["seed"].nunique()
     over = f" (mean over {seeds} seeds)" if seeds > 1 else ""
     sections = [Section(
         key="lenses-variance", title="Variance distribution vs width", group="Inside the networks",
         question="How does the distribution of per-neuron activation variance change as the hidden layer grows?",
         finding=(f"{runs['network'].nunique()} one-hidden-layer networks, widths {int(smallest['width'])}–"
-                 f"{int(largest['width'])}: the median neuron's variance goes from {smallest['var_q50_mean']:.3g} at "
-                 f"width {int(smallest['width'])} to {largest['var_q50_mean']:.3g} at width {int(largest['width'])}"
-                 f"{over}, and the mean from {smallest['var_mean_mean']:.3g} to {largest['var_mean_mean']:.3g}."),
+                 f"{int(largest['width'])}{over}: the median neuron's variance is largest at width {int(top['width'])} "
+                 f"({top['var_q50_mean']:.3g}), then shifts towards 0, {top['var_q50_mean'] / largest['var_q50_mean']:.1f}× "
+                 f"smaller at width {int(largest['width'])} ({largest['var_q50_mean']:.3g}); the mean variance goes from "
+                 f"{top['var_mean_mean']:.3g} to {largest['var_mean_mean']:.3g}."),
         table=summary[["activation", "width", "n_seeds", "var_mean_mean", "var_mean_std", "var_q50_mean",
                        "var_sum_mean", "var_sum_std"]].round(5),
         figures=[variance_ridge_chart(variances)],
@@ -386,31 +415,37 @@ def _width_sections(tables) -> list[Section]:
                        "dead_fraction_mean", "activation_rate_mean"]].round(4),
         figures=[dead_chart(summary, dead_fit)],
     ))
-    var_fit = log_fit(runs, "var_sum")
+    var_fit, power = log_fit(runs, "var_sum"), power_fit(runs, "var_sum")
+    better = "fits better" if power["r2"] > var_fit["r2"] else "fits worse"
     sections.append(Section(
         key="lenses-total-variance", title="Total variance vs width", group="Inside the networks",
         question="Does the sum of per-neuron variances grow like the log of the width?",
         finding=(f"Total variance ≈ {var_fit['intercept']:.3g} + {var_fit['slope']:.3g}·ln(width), "
                  f"R² = {var_fit['r2']:.2f} over {var_fit['n']} runs: from {smallest['var_sum_mean']:.3g} at width "
-                 f"{int(smallest['width'])} to {largest['var_sum_mean']:.3g} at width {int(largest['width'])}."),
-        table=pd.DataFrame([{"fit": "var_sum = a + b·ln(width)", "a": var_fit["intercept"], "b": var_fit["slope"],
-                             "r2": var_fit["r2"], "runs": var_fit["n"]}]).round(4),
+                 f"{int(smallest['width'])} to {largest['var_sum_mean']:.3g} at width {int(largest['width'])}. "
+                 f"A power law {power['scale']:.3g}·width^{power['exponent']:.2f} {better} "
+                 f"(R² = {power['r2']:.2f} on log-log axes)."),
+        table=pd.DataFrame([
+            {"fit": "var_sum = a + b·ln(width)", "a": var_fit["intercept"], "b": var_fit["slope"],
+             "r2": var_fit["r2"], "runs": var_fit["n"]},
+            {"fit": "ln var_sum = ln a + b·ln(width)", "a": power["scale"], "b": power["exponent"],
+             "r2": power["r2"], "runs": power["n"]}]).round(4),
         figures=[total_variance_chart(summary, var_fit)],
     ))
     peaks = peak_widths(runs)
-    spread = peak_summary(peaks)
-    corr = rank_correlation(normality_accuracy(tables))
     within = rank_correlation(runs)
+    population = normality_accuracy(tables)
+    corr = (f"; across the whole population ({population['network'].nunique()} networks) ρ = "
+            f"{rank_correlation(population)['rho']:.2f}" if len(population) > len(runs) else "")
+    plateau = plateau_width(summary)
     sections.append(Section(
         key="lenses-normality", title="Normality vs accuracy", group="Inside the networks",
         question="Are the per-neuron variances most normal (Shapiro-Wilk W) at the width where accuracy peaks?",
         finding=(f"Shapiro W peaks at width {_spread(peaks['normality_peak_width'])}; test accuracy peaks at width "
-                 f"{_spread(peaks['accuracy_peak_width'])}. Across these widths W and accuracy have Spearman "
-                 f"ρ = {within['rho']:.2f} (p = {within['p']:.2g}, {within['n']} runs); across the whole population "
-                 f"ρ = {corr['rho']:.2f} (p = {corr['p']:.2g}, {corr['n']} runs)."),
-        table=pd.concat([spread.round(1), pd.DataFrame([
-            {"activation": "population", "peak": "spearman rho(W, accuracy)", "n_seeds": corr["n"],
-             "mean": round(corr["rho"], 3)}])], ignore_index=True),
+                 f"{_spread(peaks['accuracy_peak_width'])} and is within 0.01 of its best from width {plateau} on. "
+                 f"Over the widths, W and accuracy have Spearman ρ = {within['rho']:.2f} (p = {within['p']:.2g}, "
+                 f"{within['n']} runs){corr}."),
+        table=peak_summary(peaks).round(1),
         figures=[normality_accuracy_chart(summary, peaks)],
     ))
     return sections
@@ -437,7 +472,7 @@ def _health_section(tables) -> Section:
         question=(f"Which networks have a layer over {DEAD_LAYER:.0%} dead, or vanishing (< {VANISHING:g}) or "
                   f"exploding (> {EXPLODING:g}) weight gradients, and in which families and activations?"),
         finding=finding,
-        table=shown.drop(columns=["recipe_hash"]),
+        table=shown.drop(columns=["recipe_hash"]) if not shown.empty else counts,
         figures=[health_chart(counts)],
     )
 
