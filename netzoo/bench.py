@@ -1,0 +1,384 @@
+"""The study's way of training against netzoo's, on the same sample of the zoo: `netzoo bench`, `make bench`.
+
+One invocation generates the default zoo for the dataset into a temporary folder, takes a fixed sample
+(``SAMPLE_PER_FAMILY`` networks of every family, at the 1/3 and 2/3 quantiles of training FLOPs, plus
+Basic), and trains it ``repeat`` times each way, with the same recipe (the study's), data and device:
+
+1. the reference, the study's way: one network at a time, a ``torch.utils.data.DataLoader`` over the
+   dataset (batch 25, shuffled, no workers), ``.item()`` on the loss every step, evaluation after each epoch
+   through a DataLoader (batch 10) without ``no_grad``, torch's default threads;
+2. netzoo as users run it: ``netzoo.runner.run_job`` into a temporary results folder, all its workers.
+
+Each side of each repetition runs in a fresh Python process (``python -m netzoo.bench``), so its peak
+memory (``ru_maxrss`` of the process and of its largest child) is its own; its wall time covers loading
+the data and training every network of the sample, not Python's start-up. The comparison is void when the
+two sides' mean final test accuracy differ by more than ``ACC_TOLERANCE``. The floor is the sample's
+training FLOPs (manifest ``flops_train_step`` x train samples x epochs) at the device's measured
+matrix-multiply rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from netzoo.errors import NetzooError
+from netzoo.recipe import STUDY, Recipe
+
+SAMPLE_PER_FAMILY = 2      # networks per family in the sample (plus Basic)
+ACC_TOLERANCE = 0.05       # mean final test accuracies further apart than this void the comparison
+REFERENCE_EVAL_BATCH = 10  # the study evaluated through a DataLoader of batch 10
+SEED = 42                  # the study's training seed
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+# --- the reference: the study's way ----------------------------------------------------------------
+def train_reference(model: nn.Module, data, recipe: Recipe, seed: int = SEED, device="cpu") -> list[float]:
+    """Train ``model`` the study's way; return the test accuracy after each epoch.
+
+    Deliberately as the study did it (do not "fix"): a DataLoader over the dataset (batch 25, shuffled,
+    no workers), ``loss.item()`` every step (a host sync per step), and evaluation after each epoch through
+    a DataLoader of batch 10 without ``torch.no_grad()`` (autograd records every test forward). The tensors
+    are already decoded and normalised, which is kinder to the reference than the study's per-sample
+    torchvision transforms.
+    """
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    model.to(device)
+    train_loader = DataLoader(TensorDataset(data.x_train.cpu(), data.y_train.cpu()),
+                              batch_size=recipe.batch_size, shuffle=True)
+    test_loader = DataLoader(TensorDataset(data.x_test.cpu(), data.y_test.cpu()), batch_size=REFERENCE_EVAL_BATCH)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, amsgrad=recipe.amsgrad)
+    accuracies = []
+    for _ in range(recipe.epochs):
+        model.train()
+        running_loss = 0.0
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = F.nll_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+        model.eval()
+        correct, test_loss = 0, 0.0
+        for x, y in test_loader:  # no torch.no_grad(): as the study did
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            test_loss += F.nll_loss(out, y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+        accuracies.append(correct / len(test_loader.dataset))
+    return accuracies
+
+
+# --- the sample and the floor ----------------------------------------------------------------------
+def bench_sample(manifest, per_family: int = SAMPLE_PER_FAMILY) -> list[str]:
+    """The fixed sample: Basic, plus per family the networks at the k/(per_family+1) quantiles of training FLOPs."""
+    names = []
+    for family, rows in manifest.groupby("family", sort=True):
+        rows = rows.sort_values(["flops_train_step", "network"]).reset_index(drop=True)
+        if family == "Basic":
+            names += rows["network"].tolist()
+            continue
+        picks = sorted({int(len(rows) * k / (per_family + 1)) for k in range(1, per_family + 1)})
+        names += rows["network"].iloc[picks].tolist()
+    return names
+
+
+def matmul_flops_per_s(device="cpu", size: int | None = None, repeats: int = 3) -> float:
+    """The device's measured float32 matrix-multiply rate (FLOP/s): best of ``repeats`` square torch.mm."""
+    device = torch.device(device)
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def device_name(device) -> str:
+    """A readable name of the device: 'cpu (2 cores, <model>)' or the CUDA device's name."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    model = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    return f"cpu ({os.cpu_count()} cores, {model})"
+
+
+# --- one side of one repetition, in a fresh process ---------------------------------------------------
+@dataclass
+class SideRun:
+    """One repetition of one side: wall time, peak memory, accuracy."""
+
+    side: str                      # reference or netzoo
+    wall_s: float                  # loading the data + training every network of the sample
+    network_epochs: int            # networks x epochs trained
+    peak_rss_bytes: int            # max of the process's and its largest child's peak resident memory
+    peak_device_bytes: int | None  # CUDA max_memory_allocated (None on CPU)
+    mean_test_acc: float           # mean over the sample of the last epoch's test accuracy
+
+    @property
+    def network_epochs_per_s(self) -> float:
+        return self.network_epochs / self.wall_s
+
+
+def run_side(side: str, zoo: str, names: list[str], dataset: str, data_root, epochs: int, device: str,
+             results: str | None = None) -> SideRun:
+    """Train the sample one way in this process; called by ``python -m netzoo.bench`` (see _side_main)."""
+    from netzoo.datasets import load_dataset
+    from netzoo.zoo import load_network
+
+    recipe = STUDY.replace(epochs=epochs)
+    dev = torch.device(device)
+    start = time.perf_counter()
+    if side == "reference":
+        data = load_dataset(dataset, root=data_root, device="cpu")  # the study kept data on the host
+        accs = [train_reference(load_network(zoo, name), data, recipe, SEED, dev)[-1] for name in names]
+        peak_device = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+    elif side == "netzoo":
+        from netzoo.results import load
+        from netzoo.runner import TrainJob, run_job
+
+        job = TrainJob.from_cli(zoo=Path(zoo), dataset=dataset, data_root=data_root, download=False,
+                                results=Path(results), epochs=epochs, networks=",".join(names), seeds=None,
+                                shard=None, workers=None, device=device, recipe=None, executor="local",
+                                address=None, gpus_per_task=None, lenses=True, quiet=True)
+        summary = run_job(job)
+        if summary.failed:
+            raise NetzooError(f"netzoo bench: netzoo's run failed: {summary.line()}")
+        tables = load(results, tables=["networks", "epochs"], epoch="last")
+        accs = tables.epochs["test_acc"].tolist()
+        peak_device = (int(tables.networks["peak_memory_bytes"].max()) if dev.type == "cuda" else None)
+    else:
+        raise ValueError(f"side must be reference or netzoo, got {side!r}")
+    wall = time.perf_counter() - start
+    if len(accs) != len(names):
+        raise NetzooError(f"netzoo bench: {side} trained {len(accs)} of the {len(names)} networks of the sample")
+    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # KiB on Linux
+    return SideRun(side, wall, len(names) * epochs, peak_kib * 1024, peak_device, sum(accs) / len(accs))
+
+
+def _side_in_subprocess(side: str, **kwargs) -> SideRun:
+    """Run one side in a fresh Python process and read its SideRun back (its peak memory is its own)."""
+    with tempfile.TemporaryDirectory(prefix="netzoo-bench-") as tmp:
+        out = Path(tmp) / "side.json"
+        config = {"side": side, **kwargs, "results": str(Path(tmp) / "results"), "out": str(out)}
+        proc = subprocess.run([sys.executable, "-m", "netzoo.bench", json.dumps(config)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not out.exists():
+            raise NetzooError(f"netzoo bench: the {side} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        return SideRun(**json.loads(out.read_text()))
+
+
+def _side_main(argv: list[str]) -> None:
+    """Entry of a side's subprocess: run it and write its SideRun as JSON."""
+    config = json.loads(argv[0])
+    out = Path(config.pop("out"))
+    run = run_side(**config)
+    out.write_text(json.dumps(asdict(run)))
+
+
+# --- the whole benchmark ---------------------------------------------------------------------------
+@dataclass
+class BenchResult:
+    """Every repetition of both sides plus the context, with the comparison's figures."""
+
+    dataset: str
+    epochs: int
+    device: str
+    device_name: str
+    threads: int
+    sample: list[str]
+    families: dict[str, int]
+    reference: list[SideRun]
+    netzoo: list[SideRun]
+    matmul_flops_per_s: float
+    train_flops: float
+    torch_version: str = torch.__version__
+    date: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    load_before: str = ""          # the machine's load average when the benchmark started
+
+    @staticmethod
+    def _median_spread(values: list[float]) -> tuple[float, float, float]:
+        return statistics.median(values), min(values), max(values)
+
+    def ratios(self) -> list[float]:
+        """netzoo's throughput over the reference's, per repetition (paired in order)."""
+        return [n.network_epochs_per_s / r.network_epochs_per_s for r, n in zip(self.reference, self.netzoo)]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios())
+
+    @property
+    def void(self) -> bool:
+        """Whether the sides' accuracies differ too much for the comparison to mean anything."""
+        ref = statistics.median(r.mean_test_acc for r in self.reference)
+        ours = statistics.median(r.mean_test_acc for r in self.netzoo)
+        return abs(ref - ours) > ACC_TOLERANCE
+
+    @property
+    def floor_s(self) -> float:
+        """Seconds the sample's training FLOPs would take at the measured matmul rate: no trainer beats it."""
+        return self.train_flops / self.matmul_flops_per_s
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(measure, reference, netzoo) rows: median (min-max) over the repetitions."""
+        def fmt(runs: list[SideRun], get, spec: str) -> str:
+            med, lo, hi = self._median_spread([get(r) for r in runs])
+            return f"{med:{spec}} ({lo:{spec}}–{hi:{spec}})"
+
+        rows = [
+            ("network-epochs/s", fmt(self.reference, lambda r: r.network_epochs_per_s, ".2f"),
+             fmt(self.netzoo, lambda r: r.network_epochs_per_s, ".2f")),
+            ("wall time (s)", fmt(self.reference, lambda r: r.wall_s, ".1f"), fmt(self.netzoo, lambda r: r.wall_s, ".1f")),
+            ("peak memory (MiB)", fmt(self.reference, lambda r: r.peak_rss_bytes / 2**20, ".0f"),
+             fmt(self.netzoo, lambda r: r.peak_rss_bytes / 2**20, ".0f")),
+            ("mean final test accuracy", fmt(self.reference, lambda r: r.mean_test_acc, ".3f"),
+             fmt(self.netzoo, lambda r: r.mean_test_acc, ".3f")),
+        ]
+        if self.reference[0].peak_device_bytes is not None:
+            rows.append(("peak GPU memory (MiB)", fmt(self.reference, lambda r: r.peak_device_bytes / 2**20, ".0f"),
+                         fmt(self.netzoo, lambda r: (r.peak_device_bytes or 0) / 2**20, ".0f")))
+        return rows
+
+    def summary_lines(self) -> list[str]:
+        ratios = self.ratios()
+        median_netzoo = statistics.median(r.wall_s for r in self.netzoo)
+        verdict = "VOID: the accuracies differ by more than {:.2f}".format(ACC_TOLERANCE) if self.void else "comparable"
+        return [
+            f"ratio (netzoo / reference throughput): {self.ratio:.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x)",
+            f"accuracy: {verdict}",
+            f"floor: {self.train_flops / 1e9:.2f} GFLOP of training at {self.matmul_flops_per_s / 1e9:.1f} GFLOP/s "
+            f"(measured torch.mm) = {self.floor_s:.3f} s; netzoo takes {median_netzoo / self.floor_s:.0f}x the floor",
+        ]
+
+    def table(self) -> str:
+        """The comparison as plain text for the terminal."""
+        width = max(len(r[0]) for r in self.rows())
+        lines = [f"netzoo bench: {len(self.sample)} networks x {self.epochs} epochs on {self.dataset}, "
+                 f"{len(self.reference)} repetitions, device {self.device_name}",
+                 f"{'':{width}}  {'reference (the study)':>26}  {'netzoo':>26}"]
+        lines += [f"{m:{width}}  {r:>26}  {n:>26}" for m, r, n in self.rows()]
+        return "\n".join(lines + self.summary_lines())
+
+    def markdown(self) -> str:
+        """The section written between the bench markers of docs/benchmarks.md."""
+        rows = "\n".join(f"| {m} | {r} | {n} |" for m, r, n in self.rows())
+        fams = ", ".join(f"{f} {n}" for f, n in self.families.items())
+        return f"""{START}
+## Training throughput: the study's way vs netzoo
+
+Written by `netzoo bench --dataset {self.dataset} --epochs {self.epochs} --repeat {len(self.reference)}` on {self.date}.
+Device: **{self.device_name}**, torch {self.torch_version}, {self.threads} torch threads by default;
+load average when it started: {self.load_before}. Median (min–max) over {len(self.reference)} repetitions.
+
+Sample ({len(self.sample)} networks: {fams}): {", ".join(self.sample)}.
+
+| measure | reference (the study's way) | netzoo |
+|---|---|---|
+{rows}
+
+""" + "\n".join(f"- {line}" for line in self.summary_lines()) + f"\n\n{END}"
+
+
+def run_benchmark(dataset: str = "digits", data_root=None, epochs: int = 4, repeat: int = 3, device=None,
+                  doc: str | Path | None = "docs/benchmarks.md", per_family: int = SAMPLE_PER_FAMILY,
+                  spec: str | Path = "default") -> BenchResult:
+    """Generate the zoo of ``spec``, time both sides ``repeat`` times on its sample, write ``doc``'s section;
+    return every figure."""
+    from netzoo.generate import generate_zoo
+
+    if repeat < 1 or epochs < 1:
+        raise NetzooError(f"netzoo bench: --repeat and --epochs must be >= 1, got {repeat} and {epochs}.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    with tempfile.TemporaryDirectory(prefix="netzoo-bench-zoo-") as zoo:
+        manifest = generate_zoo(spec, dataset=dataset, out=zoo, progress=False)
+        names = bench_sample(manifest, per_family)
+        picked = manifest.set_index("network").loc[names]
+        from netzoo.datasets import load_dataset
+
+        n_train = len(load_dataset(dataset, root=data_root).x_train)
+        common = dict(zoo=zoo, names=names, dataset=dataset, data_root=str(data_root) if data_root else None,
+                      epochs=epochs, device=device)
+        reference, ours = [], []
+        for _ in range(repeat):  # interleaved, so slow drifts of the machine hit both sides alike
+            reference.append(_side_in_subprocess("reference", **common))
+            ours.append(_side_in_subprocess("netzoo", **common))
+    result = BenchResult(
+        dataset=dataset, epochs=epochs, device=device, device_name=device_name(device),
+        threads=torch.get_num_threads(), sample=names,
+        families=picked.groupby("family").size().to_dict(), reference=reference, netzoo=ours,
+        matmul_flops_per_s=matmul_flops_per_s(device),
+        train_flops=float(picked["flops_train_step"].sum()) * n_train * epochs, load_before=load_before)
+    if doc is not None:
+        write_section(doc, result.markdown())
+    return result
+
+
+def write_section(doc: str | Path, section: str) -> None:
+    """Replace the bench section of ``doc`` (between the markers), appending it, or creating the file."""
+    doc = Path(doc)
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_name(f".tmp-{doc.name}")
+    tmp.write_text(text)
+    os.replace(tmp, doc)
+
+
+def read_section(doc: str | Path) -> dict:
+    """The figures of the bench section of ``doc``: {'rows': {measure: (reference, netzoo)}, 'ratio': float,
+    'device': str}; raises NetzooError when the section is missing or malformed."""
+    text = Path(doc).read_text()
+    if START not in text or END not in text:
+        raise NetzooError(f"{doc} has no bench section (markers {START} … {END}); run: netzoo bench")
+    section = text[text.index(START):text.index(END)]
+    rows = {m.group(1).strip(): (m.group(2).strip(), m.group(3).strip())
+            for m in re.finditer(r"^\| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", section, re.M)}
+    ratio = re.search(r"ratio \(netzoo / reference throughput\): ([\d.]+)x", section)
+    device = re.search(r"Device: \*\*(.+?)\*\*", section)
+    if not ratio or not device or "network-epochs/s" not in rows:
+        raise NetzooError(f"{doc}: the bench section is malformed; rerun netzoo bench to rewrite it")
+    return {"rows": rows, "ratio": float(ratio.group(1)), "device": device.group(1)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+if __name__ == "__main__":
+    _side_main(sys.argv[1:])

@@ -1,0 +1,66 @@
+"""netzoo bench runs end to end on a tiny zoo and writes a section of docs/benchmarks.md that parses.
+
+A timed test is not a benchmark: nothing here checks a speed, only that the benchmark runs and reports.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from netzoo.bench import (END, START, bench_sample, matmul_flops_per_s, read_section, train_reference,
+                          write_section)
+from netzoo.datasets import load_dataset
+from netzoo.errors import NetzooError
+from netzoo.recipe import STUDY
+
+TINY = Path(__file__).parent / "data" / "tiny.toml"
+
+
+def test_benchmark_runs_and_its_section_parses(tmp_path):
+    from netzoo.bench import run_benchmark
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Another helper's section\n\nkept as it is\n")
+    result = run_benchmark(dataset="digits", epochs=1, repeat=1, device="cpu", doc=doc, per_family=1, spec=TINY)
+    assert len(result.reference) == len(result.netzoo) == 1
+    assert set(result.families) >= {"Basic", "ResNetStyle"}  # every family of the spec, ResNetStyle included
+    assert result.floor_s > 0 and result.ratio > 0
+    text = doc.read_text()
+    assert "kept as it is" in text and text.count(START) == 1
+    section = read_section(doc)
+    assert section["device"].startswith("cpu") and section["ratio"] == pytest.approx(result.ratio, abs=0.01)
+    assert {"network-epochs/s", "wall time (s)", "peak memory (MiB)", "mean final test accuracy"} <= set(section["rows"])
+    assert "ratio (netzoo / reference throughput)" in result.table()
+    # rewriting replaces the section in place
+    write_section(doc, result.markdown())
+    assert doc.read_text().count(START) == 1 and doc.read_text().count(END) == 1
+
+
+def test_reference_trainer_learns_digits():
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), torch.nn.LogSoftmax(dim=1))
+    accuracies = train_reference(model, data, STUDY.replace(epochs=2), seed=42)
+    assert len(accuracies) == 2 and accuracies[-1] > 0.85
+
+
+def test_sample_covers_every_family_at_fixed_quantiles():
+    manifest = pd.DataFrame({
+        "network": [f"{f}ReLU_{i}" for f in ("Linear", "ResNetStyle") for i in range(6)] + ["Basic"],
+        "family": ["Linear"] * 6 + ["ResNetStyle"] * 6 + ["Basic"],
+        "flops_train_step": list(range(6)) + list(range(60, 0, -10)) + [5],
+    })
+    assert bench_sample(manifest) == ["Basic", "LinearReLU_2", "LinearReLU_4", "ResNetStyleReLU_3", "ResNetStyleReLU_1"]
+
+
+def test_matmul_rate_is_measured():
+    assert matmul_flops_per_s("cpu", size=256, repeats=2) > 1e6
+
+
+def test_missing_section_is_reported(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n")
+    with pytest.raises(NetzooError, match="no bench section"):
+        read_section(doc)
