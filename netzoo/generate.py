@@ -131,9 +131,9 @@ def build_steps(plan: Plan) -> Rendered:
         elif kind == "BasicBlock":
             r.block_import = True
             name = f"block{i}"
+            why = "a None cell: no activation" if plan.activation == "None" else "the cell's activation"
             init_lines = [f"self.{name} = BasicBlock({shape[0]}, {out}, downsample={_downsample(shape[0], out)})",
-                          f"self.{name}.relu = {BLOCK_ACTIVATION_CODE[plan.activation]}"
-                          f"  # the cell's activation replaces the block's ReLU"]
+                          f"self.{name}.relu = {BLOCK_ACTIVATION_CODE[plan.activation]}  # {why}, not the block's ReLU"]
             shape = (out, *shape[1:])
             r.steps.append(Step(init_lines, f"x = self.{name}(x)", shape))
             continue
@@ -181,7 +181,8 @@ def describe_plan(plan: Plan) -> str:
     elif plan.activation == "None":
         where = "no activation" + (" (blocks use Identity)" if "BasicBlock" in kinds else "")
     else:
-        where = f"{plan.activation} after layer{'s' if len(acts) != 1 else ''} {', '.join(map(str, acts))}" \
+        listed = ", ".join(map(str, acts[:-1])) + f" and {acts[-1]}" if len(acts) > 1 else "".join(map(str, acts))
+        where = f"{plan.activation} after layer{'s' if len(acts) != 1 else ''} {listed}" \
             if acts else f"{plan.activation} inside the blocks only"
         if "BasicBlock" in kinds and acts:
             where += " and inside the blocks"
