@@ -6,6 +6,8 @@ activation the same way everywhere (FAMILY_COLORS, ACTIVATION_COLORS).
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: the report never needs a display
@@ -56,8 +58,10 @@ def distribution(pop: pd.DataFrame, value: str, title: str, log: bool = False,
     for ax, kind in zip(axes, ("family", "activation")):
         names = order(kind, pop[kind].unique())
         colors = palette(kind, names)
-        sns.boxplot(data=pop, x=value, y=kind, order=names, hue=kind, palette=colors, ax=ax, showfliers=False,
-                    boxprops={"alpha": 0.45}, legend=False, log_scale=log)
+        with warnings.catch_warnings():  # seaborn 0.13.2 passes matplotlib 3.11's deprecated ``vert``: harmless
+            warnings.filterwarnings("ignore", message="vert: bool was deprecated")
+            sns.boxplot(data=pop, x=value, y=kind, order=names, hue=kind, palette=colors, ax=ax, showfliers=False,
+                        boxprops={"alpha": 0.45}, legend=False, log_scale=log)
         sns.stripplot(data=pop, x=value, y=kind, order=names, hue=kind, palette=colors, ax=ax, size=2.5,
                       alpha=0.6, jitter=0.25, legend=False)
         stars = pop[pop["gold_star"]]
