@@ -61,7 +61,7 @@ def _no_match(part: str, names: list[str], zoo_dir) -> str:
 def import_network(path: str | Path, name: str) -> type[nn.Module]:
     """Import a generated file and return its class ``name`` (registered in sys.modules under a unique name)."""
     path = Path(path).resolve()
-    module_name = f"netzoo_zoo_{hashlib.sha1(str(path.parent).encode()).hexdigest()[:10]}.{name}"
+    module_name = f"netzoo_zoo_{hashlib.sha1(str(path.parent).encode()).hexdigest()[:10]}_{name}"  # no dot: pickle finds it
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module

@@ -68,3 +68,12 @@ def test_cli_zoo_show_prints_the_source(zoo):
     result = CliRunner().invoke(cli, ["zoo", "show", "Conv2dTanh_1", "--zoo", str(zoo)])
     assert result.exit_code == 0, result.output
     assert "family      Conv2d" in result.output and "class Conv2dTanh_1(nn.Module):" in result.output
+
+
+def test_loaded_network_pickles_and_deep_copies(zoo):
+    import copy
+    import pickle
+
+    model = load_network(zoo, "LinearReLU_1")
+    assert type(pickle.loads(pickle.dumps(model))).__name__ == "LinearReLU_1"
+    assert type(copy.deepcopy(model)).__name__ == "LinearReLU_1"
