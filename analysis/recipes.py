@@ -8,6 +8,7 @@ per-layer gradient norms of the lenses' ``layers`` table against depth (the vani
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 
 from analysis.section import Section
 from analysis.seeds import final_epochs
+from netzoo.recipe import Recipe
 
 METRIC = "test_balanced_acc"
 GROUP = "Recipes"
@@ -29,20 +31,59 @@ def _natural_key(text: str) -> str:
     return re.sub(r"\d+", lambda m: m.group().zfill(8), str(text))
 
 
+# When two recipe fields always change together (adamw comes with weight decay), the axis is named by the
+# field earlier in this list; fields not listed come after, in Recipe order.
+AXIS_PREFERENCE = ["dropout", "weight_decay", "batch_norm", "batch_size", "early_stopping_patience", "init", "lr",
+                   "schedule", "optimizer", "epochs"]
+
+
 def _recipe_order(frame: pd.DataFrame) -> list[str]:
-    """Recipes in the order they first appear (a grid's order), for tables and legends."""
-    return list(dict.fromkeys(frame["recipe"].astype(str)))
+    """Recipes sorted by name: the same order in every table, chart and legend."""
+    return sorted(frame["recipe"].astype(str).unique())
 
 
 def recipe_fields(networks: pd.DataFrame) -> pd.DataFrame:
-    """One row per recipe_hash: recipe name and the fields a reader compares (optimizer, lr, batch size, ...)."""
-    keep = ["optimizer", "lr", "weight_decay", "batch_size", "epochs", "init", "dropout", "batch_norm",
-            "early_stopping_patience"]
+    """One row per recipe: its name, hash and every field of its resolved recipe (from ``recipe_json``)."""
     rows = []
-    for (name, recipe_hash), group in networks.groupby(["recipe", "recipe_hash"], sort=False, observed=True):
+    for (name, recipe_hash), group in networks.groupby(["recipe", "recipe_hash"], sort=True, observed=True):
         values = json.loads(group["recipe_json"].iloc[0]) if "recipe_json" in group else {}
-        rows.append({"recipe": name, "recipe_hash": recipe_hash, **{k: values.get(k) for k in keep}})
+        values.pop("name", None)
+        rows.append({"recipe": name, "recipe_hash": recipe_hash, **values})
     return pd.DataFrame(rows)
+
+
+def _determines(codes: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether field ``a``'s value fixes field ``b``'s across the recipes."""
+    return bool((codes.groupby(a)[b].nunique() <= 1).all())
+
+
+def recipe_axes(networks: pd.DataFrame) -> pd.DataFrame:
+    """The grid's axes read back from the recipes: one row per recipe, one column per independent field that varies.
+
+    A field fixed by another (SGD's lr and momentum come with the optimizer) is not an axis; of two fields that fix
+    each other the one earlier in AXIS_PREFERENCE names the axis. Optimizer x init gives columns optimizer, init.
+    """
+    fields = recipe_fields(networks)
+    if fields.empty:
+        return pd.DataFrame(columns=["recipe"])
+    candidates = [c for c in fields.columns if c not in ("recipe", "recipe_hash", "eval_batch_size")
+                  and fields[c].astype(str).nunique() > 1]
+    codes = pd.DataFrame({c: pd.factorize(fields[c].astype(str))[0] for c in candidates})
+    rank = {f: (AXIS_PREFERENCE.index(f) if f in AXIS_PREFERENCE else len(AXIS_PREFERENCE)) for f in candidates}
+    axes = []
+    for f in candidates:
+        dropped = False
+        for g in candidates:
+            if g == f or not _determines(codes, g, f):
+                continue
+            if not _determines(codes, f, g) or rank[g] < rank[f]:
+                dropped = True  # g is finer than f, or the same partition with a preferred name
+                break
+        if not dropped:
+            axes.append(f)
+    order = [f.name for f in dataclasses.fields(Recipe)]
+    axes.sort(key=lambda f: order.index(f) if f in order else len(order))
+    return fields[["recipe"] + axes]
 
 
 def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: bool = True,
@@ -61,8 +102,10 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
         gap=("gap", "mean"), train_time_s=("train_time_s", "mean"), epochs_run=("epoch", "mean"),
         diverged=("diverged", "mean")).reset_index()
     fields = recipe_fields(networks)
-    if not fields.empty:
-        out = out.merge(fields[["recipe", "batch_size"]].drop_duplicates("recipe"), on="recipe", how="left")
+    if not fields.empty and "batch_size" in fields:
+        axes = recipe_axes(networks).drop(columns="batch_size", errors="ignore")
+        out = out.merge(axes, on="recipe", how="left").merge(fields[["recipe", "batch_size"]], on="recipe", how="left")
+        out = out[["recipe"] + [c for c in axes.columns if c != "recipe"] + [c for c in out if c not in axes]]
         if train_size:
             out["steps_per_epoch"] = [math.ceil(train_size / b) if b else None for b in out["batch_size"]]
     order = {r: i for i, r in enumerate(_recipe_order(last))}
@@ -94,9 +137,11 @@ def depth_width(epochs: pd.DataFrame, networks: pd.DataFrame, metric: str = METR
         **{metric: (metric, "mean")}, runs=("network", "size")).reset_index()
 
 
-def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int = 3) -> pd.DataFrame:
-    """Mean weight-gradient L2 norm per weight layer (layer 1 = nearest the input), over epochs and seeds, for the
-    ``deepest`` networks of each recipe. Columns: recipe, network, depth, layer_index, layer, grad_norm_mean."""
+def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int = 2,
+                      recipes: int = 6) -> pd.DataFrame:
+    """Mean weight-gradient L2 norm per weight layer (layer 1 = nearest the input, in the file's module order), over
+    epochs and seeds, for the ``deepest`` networks under up to ``recipes`` recipes.
+    Columns: recipe, network, depth, layer_index, layer, grad_norm_mean."""
     columns = ["recipe", "network", "depth", "layer_index", "layer", "grad_norm_mean"]
     if layers.empty or "grad_norm_mean" not in layers:
         return pd.DataFrame(columns=columns)
@@ -104,14 +149,17 @@ def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int
     if weighted.empty:
         return pd.DataFrame(columns=columns)
     depth = networks.drop_duplicates("network").set_index("network")["depth"]
-    means = weighted.groupby(["recipe", "network", "layer"], observed=True)["grad_norm_mean"].mean().reset_index()
+    names = sorted(weighted["network"].unique(), key=lambda n: (-depth.get(n, 0), _natural_key(n)))[:deepest]
+    chosen = sorted(weighted["recipe"].astype(str).unique())[:recipes]
+    weighted = weighted[weighted["network"].isin(names) & weighted["recipe"].isin(chosen)]
+    # groupby(sort=False) keeps the layers in the order the lenses wrote them: the module order of the file
+    means = weighted.groupby(["recipe", "network", "layer"], sort=False, observed=True)["grad_norm_mean"].mean()
+    means = means.reset_index()
     means["depth"] = means["network"].map(depth)
-    keep = (means.drop_duplicates(["recipe", "network"]).sort_values(["depth", "network"], ascending=[False, True])
-            .groupby("recipe", sort=False).head(deepest)[["recipe", "network"]])
-    means = means.merge(keep, on=["recipe", "network"])
-    means = means.sort_values(["recipe", "network", "layer"], key=lambda s: s.map(_natural_key) if s.name == "layer"
-                              else s, ignore_index=True)
-    means["layer_index"] = means.groupby(["recipe", "network"]).cumcount() + 1
+    means["layer_index"] = means.groupby(["recipe", "network"], sort=False).cumcount() + 1
+    order = {n: i for i, n in enumerate(names)}
+    means = means.sort_values(["network", "recipe", "layer_index"], key=lambda c: c.map(order) if c.name == "network"
+                              else c, ignore_index=True)
     return means[columns]
 
 
@@ -129,12 +177,27 @@ def comparison_chart(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def curves_chart(curves: pd.DataFrame, metric: str = METRIC) -> Figure:
-    """Learning curves: mean balanced accuracy and test loss against epoch, one line per recipe."""
+def axes_chart(table: pd.DataFrame, rows: str, columns: str, metric: str = METRIC) -> Figure:
+    """Balanced accuracy over a two-axis grid (e.g. optimizer x init): one cell per recipe."""
+    pivot = table.pivot_table(index=rows, columns=columns, values=metric)
+    fig = Figure(figsize=(1.6 * pivot.shape[1] + 3, 0.7 * pivot.shape[0] + 2), layout="constrained")
+    ax = fig.subplots()
+    sns.heatmap(pivot, annot=True, fmt=".3f", vmin=0, vmax=1, cmap="viridis", ax=ax)
+    ax.set_title("balanced test accuracy (final epoch)", fontsize=9)
+    return fig
+
+
+def curves_chart(curves: pd.DataFrame, axes: pd.DataFrame | None = None, metric: str = METRIC) -> Figure:
+    """Learning curves: mean balanced accuracy and test loss against epoch, one line per recipe (colour: the first
+    axis of the grid, dashes: the second)."""
+    names = [c for c in (axes.columns if axes is not None else []) if c != "recipe"][:2]
+    if names:
+        curves = curves.merge(axes[["recipe"] + names].astype(str), on="recipe", how="left")
+    hue, style = (names[0], names[1] if len(names) > 1 else None) if names else ("recipe", None)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
-    sns.lineplot(data=curves, x="epoch", y=metric, hue="recipe", marker="o", ax=ax_acc, legend=False)
-    sns.lineplot(data=curves, x="epoch", y="test_loss", hue="recipe", marker="o", ax=ax_loss)
+    sns.lineplot(data=curves, x="epoch", y=metric, hue=hue, style=style, marker="o", ax=ax_acc, legend=False)
+    sns.lineplot(data=curves, x="epoch", y="test_loss", hue=hue, style=style, marker="o", ax=ax_loss)
     ax_acc.set_ylabel("balanced test accuracy")
     ax_loss.set_ylabel("test loss")
     if (curves["test_loss"] > 0).all() and curves["test_loss"].max() / max(curves["test_loss"].min(), 1e-12) > 20:
@@ -200,17 +263,25 @@ def report_sections(tables) -> list[Section]:
         train_size = _train_size(networks) if batch_sizes > 1 else None  # steps per epoch matter then
         overall = recipe_comparison(epochs, networks, by_family=False, train_size=train_size)
         per_family = recipe_comparison(epochs, networks, by_family=True)
+        axes = recipe_axes(networks) if "recipe_json" in networks else None
+        names = [c for c in (axes.columns if axes is not None else []) if c != "recipe"]
         best, worst = overall.loc[overall[METRIC].idxmax()], overall.loc[overall[METRIC].idxmin()]
         fastest = overall.loc[overall["train_time_s"].idxmin()]
         steps = (" Steps per epoch: " + ", ".join(f"{r} {s}" for r, s in zip(overall["recipe"], overall["steps_per_epoch"]))
                  + ".") if "steps_per_epoch" in overall else ""
+        by_axis = "".join(
+            f" By {a}: " + ", ".join(f"{v} {_fmt(m)}" for v, m in overall.groupby(a, sort=True)[METRIC].mean().items())
+            + "." for a in names[:2] if a in overall)
+        figures = [comparison_chart(per_family)]
+        if len(names) == 2 and all(a in overall for a in names):
+            figures.insert(0, axes_chart(overall, names[0], names[1]))
         sections.append(Section(
             key="recipes-comparison", title="Accuracy and time per recipe", group=GROUP,
             question="Which recipe trains the same networks best, and at what cost in time?",
             finding=(f"{best['recipe']} gives the best mean balanced accuracy ({_fmt(best[METRIC])} over "
                      f"{int(best['runs'])} runs), {worst['recipe']} the worst ({_fmt(worst[METRIC])}); "
-                     f"{fastest['recipe']} trains fastest ({fastest['train_time_s']:.2f} s per run)." + steps),
-            table=overall.round(4), figures=[comparison_chart(per_family)]))
+                     f"{fastest['recipe']} trains fastest ({fastest['train_time_s']:.2f} s per run)." + by_axis + steps),
+            table=overall.round(4), figures=figures))
         curves = learning_curves(epochs)
         final = curves.sort_values("epoch").groupby("recipe", sort=False).tail(1).set_index("recipe")
         first = curves.sort_values("epoch").groupby("recipe", sort=False).head(1).set_index("recipe")
@@ -220,7 +291,7 @@ def report_sections(tables) -> list[Section]:
             question="How does test accuracy evolve epoch by epoch under each recipe?",
             finding=(f"From the first to the last epoch, {gain.index[-1]} gains the most accuracy "
                      f"({gain.iloc[-1]:+.3f}) and {gain.index[0]} the least ({gain.iloc[0]:+.3f})."),
-            table=per_family.round(4), figures=[curves_chart(curves)]))
+            table=per_family.round(4), figures=[curves_chart(curves, axes)]))
         gap = overall.sort_values("gap")
         sections.append(Section(
             key="recipes-gap", title="Generalisation gap per recipe", group=GROUP,

@@ -176,3 +176,16 @@ def test_depth_width_heatmap_and_vanishing_gradient_sections():
                                                                    layers=layers))}
     assert "depth 6 x width 32 (0.592)" in sections["recipes-depth-width"].finding
     assert "first/last layer 0.016" in sections["recipes-gradients"].finding
+
+
+@pytest.mark.parametrize("grid, axes", [("optimizers", ["optimizer", "init"]),
+                                        ("regularisation", ["weight_decay", "dropout"]),
+                                        ("early-stopping", ["early_stopping_patience"])])
+def test_recipe_axes_are_read_back_from_the_recipes_without_dependent_fields(grid, axes):
+    from analysis.recipes import recipe_axes
+
+    recipes = load_grid(grid).recipes
+    networks = pd.DataFrame({"network": "LinearReLU_1", "recipe": [r.name for r in recipes],
+                             "recipe_hash": [r.hash for r in recipes], "recipe_json": [r.to_json() for r in recipes]})
+    # lr and momentum come with the optimizer; adamw comes with weight decay; min delta with patience
+    assert list(recipe_axes(networks).columns) == ["recipe"] + axes
