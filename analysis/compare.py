@@ -93,9 +93,19 @@ def _dataset_name(networks: pd.DataFrame, folder: Path) -> str:
     return str(names[0]) if len(names) == 1 else folder.name
 
 
-def compare_text(results_a, results_b, out=None) -> str:
-    """``netzoo compare``: rank correlation per family, findings that hold on both, and (with ``out``) the
-    scatter as compare.png/.svg plus the tables as CSV in ``out``."""
+def _strongest(frame: pd.DataFrame, limit: int) -> str:
+    """The ``limit`` findings with the largest smaller-magnitude of the two values, as text."""
+    if frame.empty:
+        return "(none)"
+    strength = np.minimum(frame["value_a"].abs(), frame["value_b"].abs())
+    shown = frame.assign(strength=strength).nlargest(limit, "strength").drop(columns="strength")
+    more = f"\n… and {len(frame) - limit} more (all in findings.csv with --out)" if len(frame) > limit else ""
+    return shown.round(4).to_string(index=False) + more
+
+
+def compare_text(results_a, results_b, out=None, limit: int = 10) -> str:
+    """``netzoo compare``: rank correlation per family, findings that hold on both (the ``limit`` strongest each
+    way), and (with ``out``) the scatter as compare.png/.svg plus the tables as CSV in ``out``."""
     from netzoo.errors import ResultsError
     from netzoo.results import load
 
@@ -117,8 +127,9 @@ def compare_text(results_a, results_b, out=None) -> str:
         f"mean balanced accuracy {pairs['acc_a'].mean():.3f} vs {pairs['acc_b'].mean():.3f}; "
         f"Spearman rank correlation over all networks {overall['spearman_rho']:.3f}",
         "", "rank correlation of networks by accuracy, per family:", rho.round(4).to_string(index=False),
-        "", f"{held} of {len(both)} findings hold on both datasets; those that do not:",
-        both[~both["holds_on_both"]].round(4).to_string(index=False) if held < len(both) else "(none)",
+        "", f"{held} of {len(both)} findings hold on both datasets (same sign). The strongest that hold:",
+        _strongest(both[both["holds_on_both"]], limit),
+        "", "The strongest that do not hold:", _strongest(both[~both["holds_on_both"]], limit),
     ]
     if out is not None:
         out = Path(out)
