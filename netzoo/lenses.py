@@ -5,8 +5,8 @@ What a row measures (one row per layer per epoch, columns of ``netzoo.schema.LAY
 - **Weight layers** (Linear, Conv1d/2d/3d, BatchNorm1d/2d/3d): during the epoch's training steps, the L2 norm
   of the weight's gradient (mean and max over steps) and ``dead_grad_fraction``, the share of units (output
   features or channels: rows of the weight) whose weight gradients were exactly zero on every step. A
-  ``register_post_accumulate_grad_hook`` on each weight accumulates these on the weight's device: no host
-  sync per step. Activation columns are null.
+  ``register_post_accumulate_grad_hook`` on each weight records them on the weight's device: one kernel per
+  step (the per-unit gradient norms), folded every 64 steps, no host sync per step. Activation columns are null.
 - **Activation layers** (ReLU, SELU, Sigmoid, Tanh and the other elementwise ``torch.nn`` activations listed
   in ``ACTIVATIONS``): over the test pass wrapped in ``with lenses.evaluating():``, each neuron's mean and
   variance. A *neuron* is a feature of an (N, F) output and a channel of an (N, C, *positions) output; a
@@ -58,29 +58,46 @@ _KEY_COLUMNS = ("network", "recipe", "recipe_hash", "seed", "epoch")
 
 @dataclass
 class _GradStats:
-    """Running weight-gradient statistics of one weight layer, kept on the weight's device."""
+    """Running weight-gradient statistics of one weight layer, kept on the weight's device.
 
+    A step costs one kernel: the per-unit (row) gradient norms, appended to ``pending``. Every ``FOLD``
+    steps, and at the epoch's end, the pending rows are folded at once: a step's norm is the norm of its
+    row norms, and a unit is dead while the sum of its row norms over steps is exactly 0.
+    """
+
+    FOLD = 64
     norm_sum: torch.Tensor | None = None   # sum over steps of the gradient's L2 norm, () float32
     norm_max: torch.Tensor | None = None   # max over steps, () float32
-    alive: torch.Tensor | None = None      # (units,) bool: some weight gradient of the unit was non-zero
+    unit_sum: torch.Tensor | None = None   # (units,) sum over steps of each unit's gradient norm
+    pending: list[torch.Tensor] = field(default_factory=list)  # (units,) row norms of steps not yet folded
     steps: int = 0                         # host-side counter: no sync
 
     def update(self, grad: torch.Tensor) -> None:
-        """Fold in one step's gradient, without reading anything back to the host."""
+        """Record one step's gradient, without reading anything back to the host."""
         grad = grad.detach()
-        norm = torch.linalg.vector_norm(grad).float()
-        alive = (grad.reshape(grad.shape[0], -1) != 0).any(dim=1)
-        if self.norm_sum is None:
-            self.norm_sum, self.norm_max, self.alive = norm.clone(), norm.clone(), alive
-        else:
-            self.norm_sum += norm
-            torch.maximum(self.norm_max, norm, out=self.norm_max)
-            self.alive |= alive
+        self.pending.append(torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1, dtype=torch.float32))
         self.steps += 1
+        if len(self.pending) >= self.FOLD:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the pending steps into the running sums (a few kernels for up to FOLD steps)."""
+        if not self.pending:
+            return
+        rows = torch.stack(self.pending)                 # (steps, units)
+        self.pending.clear()
+        norms = torch.linalg.vector_norm(rows, dim=1)    # (steps,) each step's whole-weight norm
+        if self.norm_sum is None:
+            self.norm_sum, self.norm_max, self.unit_sum = norms.sum(), norms.max(), rows.sum(dim=0)
+        else:
+            self.norm_sum += norms.sum()
+            torch.maximum(self.norm_max, norms.max(), out=self.norm_max)
+            self.unit_sum += rows.sum(dim=0)
 
     def clear(self) -> None:
         """Back to no steps seen (in place: the hook keeps pointing at this object)."""
-        self.norm_sum = self.norm_max = self.alive = None
+        self.norm_sum = self.norm_max = self.unit_sum = None
+        self.pending.clear()
         self.steps = 0
 
 
@@ -237,10 +254,11 @@ class Lenses:
         for path, module, grad_stats in self._weights:
             row = _empty_row()
             row.update(layer=path, kind=type(module).__name__, width=int(module.weight.shape[0]))
+            grad_stats.fold()
             if grad_stats.steps:
                 row["grad_norm_mean"] = float(grad_stats.norm_sum) / grad_stats.steps
                 row["grad_norm_max"] = float(grad_stats.norm_max)
-                row["dead_grad_fraction"] = float((~grad_stats.alive).float().mean())
+                row["dead_grad_fraction"] = float((grad_stats.unit_sum == 0).float().mean())
             rows.append(row)
         for site in self._sites:
             for call, call_stats in enumerate(site.calls):

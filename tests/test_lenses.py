@@ -143,7 +143,9 @@ def test_gradient_norms_match_torch_nn_utils_on_one_step():
     assert rows["fc3"]["grad_norm_mean"] == pytest.approx(clipped_total, rel=1e-6)
 
 
-def test_gradient_mean_and_max_run_over_the_epochs_steps():
+@pytest.mark.parametrize("fold", [64, 3])
+def test_gradient_mean_and_max_run_over_the_epochs_steps(fold, monkeypatch):
+    monkeypatch.setattr("netzoo.lenses._GradStats.FOLD", fold)  # 3: the 4 steps are folded in two parts
     model, x = Planted(), _inputs()
     y = torch.tensor([0, 1]).repeat(32)
     lenses = Lenses(model)
