@@ -323,8 +323,10 @@ def _predictions_table(key_cols: dict, epochs: list, labels: np.ndarray) -> pa.T
     return pa.concat_tables(parts) if parts else PREDICTIONS.empty_table()
 
 
-def train_task(job: TrainJob, task: Task, device: str) -> Outcome:
-    """Train one task and write its parts (epochs, predictions, layers, then networks: the key is complete)."""
+def train_task(job: TrainJob, task: Task, device: str, trained: list | None = None) -> Outcome:
+    """Train one task and write its parts (epochs, predictions, layers, then networks: the key is complete).
+
+    ``trained``: its EpochResults when already trained (netzoo.batched trains several seeds at once)."""
     import torch
 
     from netzoo.train import seed_everything, train_network
@@ -346,7 +348,10 @@ def train_task(job: TrainJob, task: Task, device: str) -> Outcome:
                 from netzoo.lenses import Lenses
 
                 lenses = Lenses(model)
-            for result in train_network(model, data, recipe, task.seed, device, lenses=lenses, batch_size=batch_size):
+            # netzoo.batched: seeds trained together as one vmapped model arrive as ``trained``
+            run = trained if trained is not None else train_network(model, data, recipe, task.seed, device,
+                                                                    lenses=lenses, batch_size=batch_size)
+            for result in run:
                 epochs.append(result)
             status = epochs[-1].status
             break
@@ -412,6 +417,8 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
     """
     import torch
 
+    from netzoo.batched import claim_seed_group, train_group
+
     if job.threads:
         torch.set_num_threads(job.threads)
     job.results.mkdir(parents=True, exist_ok=True)
@@ -430,10 +437,18 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
             else:
                 if on_start is not None:
                     on_start(task)
+                group = []  # netzoo.batched: other seeds of this network, trained with it as one vmapped model
                 try:
-                    outcome = train_task(job, task, device)
+                    group = claim_seed_group(job, task, tasks, claims, device)
+                    trained = train_group(job, [task] + group, device) if group else [train_task(job, task, device)]
                 finally:
-                    claims.release(task.key)
+                    for t in [task] + group:
+                        claims.release(t.key)
+                outcome, *siblings = trained
+                for done in siblings:
+                    outcomes.append(done)
+                    if on_outcome is not None:
+                        on_outcome(done)
             outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)

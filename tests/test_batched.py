@@ -1,6 +1,7 @@
 """Seeds trained as one vmapped model match the same seeds trained one by one (netzoo/batched.py)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,3 +79,28 @@ def test_batch_norm_and_dropout_fall_back_with_a_reason():
     assert "early stopping" in batch_blocker(TinyMLP(), RECIPE.replace(early_stopping_patience=2))
     with pytest.raises(ValueError, match="one by one"):
         next(train_seeds(TinyBatchNorm(), _data(), RECIPE, seeds=[1, 2]))
+
+
+def test_runner_trains_seeds_of_one_network_batched_with_the_rows_of_separate_training(tmp_path, monkeypatch):
+    import netzoo.batched
+    from netzoo.results import load
+    from netzoo.runner import run_job
+    from zoo_fixture import digits_job, make_zoo
+
+    zoo = make_zoo(tmp_path / "zoo", names=("LinearReLU_1", "Conv2dReLU_1"))
+    separate = run_job(digits_job(zoo, tmp_path / "separate", seeds=(1, 2, 3)))
+    calls = []
+    real = netzoo.batched.train_seeds
+    monkeypatch.setattr(netzoo.batched, "train_seeds", lambda *a, **k: (calls.append(a[3]), real(*a, **k))[1])
+    monkeypatch.setattr(netzoo.batched, "BATCH_DEVICE_TYPES", ("cuda", "cpu"))  # the GPU path, on the CPU
+    batched = run_job(digits_job(zoo, tmp_path / "batched", seeds=(1, 2, 3)))
+
+    assert calls == [[1, 2, 3], [1, 2, 3]]  # one batched run per network, all three seeds
+    assert batched.count("done") == separate.count("done") == 6
+    key = ["network", "seed", "epoch"]
+    a = load(tmp_path / "separate").epochs.sort_values(key).reset_index(drop=True)
+    b = load(tmp_path / "batched").epochs.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[key], b[key])
+    np.testing.assert_allclose(a[["train_loss", "test_loss", "test_acc"]], b[["train_loss", "test_loss", "test_acc"]],
+                               rtol=1e-4, atol=1e-4)
+    assert len(load(tmp_path / "batched").predictions) == len(load(tmp_path / "separate").predictions)
