@@ -75,7 +75,8 @@ class _GradStats:
     def update(self, grad: torch.Tensor) -> None:
         """Record one step's gradient, without reading anything back to the host."""
         grad = grad.detach()
-        self.pending.append(torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1, dtype=torch.float32))
+        rows = torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1)  # (units,)
+        self.pending.append(rows if rows.dtype == torch.float32 else rows.float())
         self.steps += 1
         if len(self.pending) >= self.FOLD:
             self.fold()
