@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.adam import adam as functional_adam
 from torch import nn
 
 from netzoo.datasets import Dataset
@@ -117,6 +118,39 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     raise RecipeError(f"optimizer {recipe.optimizer!r} is unknown; see netzoo.recipe.OPTIMIZERS")
 
 
+def fast_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]):
+    """A function doing ``optimizer.step()`` with the same arithmetic but less Python per call.
+
+    For Adam and AdamW, after one ordinary step has created the state, it calls torch's functional
+    ``torch.optim.adam.adam`` on state lists gathered once, skipping ``step``'s per-call wrappers (profiler
+    hooks, graph-capture checks, state lookup): ~0.4 ms less per step on this CPU, where a small network's
+    whole step takes ~1 ms. Any other optimizer, or a step where a parameter got no gradient, uses ``step``.
+    """
+    group = optimizer.param_groups[0]
+    if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1 or \
+            group.get("capturable") or group.get("differentiable") or group.get("maximize"):
+        return optimizer.step
+    lists: dict = {}
+
+    def step() -> None:
+        if not lists or any(p.grad is None for p in params):
+            optimizer.step()
+            if not lists and all(p in optimizer.state for p in params):
+                state = [optimizer.state[p] for p in params]
+                lists.update(exp_avgs=[s["exp_avg"] for s in state], exp_avg_sqs=[s["exp_avg_sq"] for s in state],
+                             max_exp_avg_sqs=[s["max_exp_avg_sq"] for s in state] if group["amsgrad"] else [],
+                             state_steps=[s["step"] for s in state])
+            return
+        beta1, beta2 = group["betas"]
+        functional_adam(
+            params, [p.grad for p in params], lists["exp_avgs"], lists["exp_avg_sqs"], lists["max_exp_avg_sqs"],
+            lists["state_steps"], foreach=group["foreach"], fused=group["fused"],
+            decoupled_weight_decay=group["decoupled_weight_decay"], amsgrad=group["amsgrad"], beta1=beta1,
+            beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+
+    return step
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe):
     """The recipe's per-epoch lr schedule: None, cosine (to 0 over all epochs) or step."""
     if recipe.schedule == "cosine":
@@ -164,7 +198,9 @@ def train_network(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, de
         torch.backends.cudnn.allow_tf32 = recipe.allow_tf32
     init_weights(model, recipe.init, seed)
     model.to(device)
-    optimizer = make_optimizer(model.parameters(), recipe)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, recipe)
+    step = fast_step(optimizer, params)
     schedule = make_schedule(optimizer, recipe)
     gen = torch.Generator(device).manual_seed(seed)  # the shuffle order, as netzoo.batched draws it
     x_train, y_train = data.x_train, data.y_train
@@ -181,9 +217,10 @@ def train_network(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, de
         for idx in torch.randperm(n_train, device=device, generator=gen).split(batch_size):
             out = model(x_train[idx])  # (B, K) log-probabilities
             loss = F.nll_loss(out, y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapper
+                p.grad = None
             loss.backward()
-            optimizer.step()
+            step()
             loss_sum += loss.detach() * len(idx)  # stays on the device: no sync per step
             correct += (out.detach().argmax(1) == y_train[idx]).sum()
         sync(device)

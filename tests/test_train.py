@@ -64,7 +64,7 @@ def test_study_recipe_learns_digits_and_records_every_metric(digits):
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_trains(small, optimizer):
-    lr = 0.05 if optimizer.startswith(("sgd", "nesterov")) else 0.002
+    lr = {"sgd": 0.5, "sgd-momentum": 0.05, "nesterov": 0.05}.get(optimizer, 0.002)
     (result,) = train_network(MLP(), small, Recipe(optimizer=optimizer, lr=lr, epochs=1, weight_decay=1e-4), seed=0)
     assert result.status == "done" and result.metrics["test_acc"] > 0.3
 
@@ -109,3 +109,15 @@ def test_evaluate_counts_per_class_recall(digits):
     pred = torch.from_numpy(ev.log_probs).argmax(1)
     assert ev.acc == pytest.approx((pred == digits.y_test).double().mean().item())
     assert len(ev.class_recall) == 10 and ev.time_s >= 0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_fast_step_matches_optimizer_step_exactly(small, optimizer, monkeypatch):
+    from netzoo import train
+
+    recipe = Recipe(optimizer=optimizer, epochs=2, weight_decay=0.01, schedule="cosine")
+    fast = [r.metrics for r in train_network(MLP(), small, recipe, seed=1)]
+    monkeypatch.setattr(train, "fast_step", lambda optimizer, params: lambda: optimizer.step())
+    plain = [r.metrics for r in train_network(MLP(), small, recipe, seed=1)]
+    keys = ["train_loss", "train_acc", "test_loss", "test_acc"]
+    assert [[m[k] for k in keys] for m in fast] == [[m[k] for k in keys] for m in plain]
