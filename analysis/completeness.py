@@ -2,7 +2,7 @@
 
 A missing seed must never pass for a result: before averaging over seeds or comparing recipes, this table says
 which runs exist. What is *expected* is the full product of what the results (and the zoo's manifest, when
-given) hold: every network seen, under every recipe seen, with every seed seen, per dataset.
+given) hold: per dataset and recipe, every network seen (or planned) under it x every seed seen (or planned).
 """
 
 from __future__ import annotations
@@ -16,36 +16,36 @@ STATES = ["done", "diverged", "failed", "missing"]
 
 
 def runs(networks: pd.DataFrame, expected_networks: list[str] | None = None,
-         expected_seeds: list[int] | None = None) -> pd.DataFrame:
+         expected_seeds: list[int] | None = None, planned: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per expected run with its ``state``: done (done or stopped early), diverged, failed or missing.
 
-    Expected: per dataset, every network seen (plus ``expected_networks``) x every recipe seen x every seed seen
-    (plus ``expected_seeds``). Columns: dataset, network, recipe, recipe_hash, seed, state.
+    Expected, per dataset and recipe: every network seen under that recipe x every seed seen under it, plus
+    ``expected_networks`` / ``expected_seeds`` and the ``planned`` keys (network, recipe_hash, seed: what the
+    runner's job records planned). Columns: dataset, network, recipe, recipe_hash, seed, state.
     """
-    if networks.empty and not expected_networks:
+    if networks.empty:
         return pd.DataFrame(columns=RUN + ["state"])
     have = networks.assign(state=networks["status"].map(
         {"done": "done", "stopped_early": "done", "diverged": "diverged", "failed": "failed"}).fillna("failed"))
     have = have.drop_duplicates(RUN, keep="last")
     out = []
-    for dataset, group in have.groupby("dataset", sort=True, dropna=False):
-        names = sorted(set(group["network"]) | set(expected_networks or []))
-        seeds = sorted(set(group["seed"].astype(int)) | set(expected_seeds or []))
-        recipes = group[["recipe", "recipe_hash"]].drop_duplicates().itertuples(index=False)
-        expected = pd.MultiIndex.from_product([names, list(recipes), seeds], names=["network", "recipe_pair", "seed"])
-        frame = expected.to_frame(index=False)
-        frame["recipe"] = frame["recipe_pair"].map(lambda p: p[0])
-        frame["recipe_hash"] = frame["recipe_pair"].map(lambda p: p[1])
-        frame["dataset"] = dataset
-        frame = frame.drop(columns="recipe_pair").merge(group[RUN + ["state"]], on=RUN, how="left")
+    for (dataset, recipe, recipe_hash), group in have.groupby(["dataset", "recipe", "recipe_hash"], sort=True,
+                                                              dropna=False):
+        plan = planned[planned["recipe_hash"] == recipe_hash] if planned is not None else None
+        names = set(group["network"]) | set(expected_networks or []) | set(plan["network"] if plan is not None else [])
+        seeds = (set(group["seed"].astype(int)) | set(expected_seeds or [])
+                 | set(plan["seed"].astype(int) if plan is not None else []))
+        frame = pd.MultiIndex.from_product([sorted(names), sorted(seeds)], names=["network", "seed"]).to_frame(
+            index=False).assign(dataset=dataset, recipe=recipe, recipe_hash=recipe_hash)
+        frame = frame.merge(group[RUN + ["state"]], on=RUN, how="left")
         out.append(frame.fillna({"state": "missing"}))
     return pd.concat(out, ignore_index=True)[RUN + ["state"]]
 
 
 def completeness(networks: pd.DataFrame, expected_networks: list[str] | None = None,
-                 expected_seeds: list[int] | None = None) -> pd.DataFrame:
-    """Counts per (dataset, recipe, seed): expected, done, diverged, failed, missing runs."""
-    table = runs(networks, expected_networks, expected_seeds)
+                 expected_seeds: list[int] | None = None, planned: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Counts per (dataset, recipe, seed): expected, done, diverged, failed, missing runs (see ``runs``)."""
+    table = runs(networks, expected_networks, expected_seeds, planned)
     if table.empty:
         return pd.DataFrame(columns=["dataset", "recipe", "recipe_hash", "seed", "expected"] + STATES)
     counts = pd.crosstab([table["dataset"], table["recipe"], table["recipe_hash"], table["seed"]], table["state"])
@@ -55,19 +55,21 @@ def completeness(networks: pd.DataFrame, expected_networks: list[str] | None = N
 
 
 def missing(networks: pd.DataFrame, expected_networks: list[str] | None = None,
-            expected_seeds: list[int] | None = None) -> pd.DataFrame:
-    """The expected runs that are missing or failed: what a rerun of train or sweep would (re)do."""
-    table = runs(networks, expected_networks, expected_seeds)
+            expected_seeds: list[int] | None = None, planned: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The expected runs that are missing or failed (see ``runs``)."""
+    table = runs(networks, expected_networks, expected_seeds, planned)
     return table[table["state"].isin(["missing", "failed"])].reset_index(drop=True)
 
 
-def completeness_text(networks: pd.DataFrame, expected_networks: list[str] | None = None, limit: int = 10) -> str:
+def completeness_text(networks: pd.DataFrame, expected_networks: list[str] | None = None,
+                      expected_seeds: list[int] | None = None, planned: pd.DataFrame | None = None,
+                      limit: int = 10) -> str:
     """The completeness table as text for ``netzoo status``, with the first missing or failed runs named."""
-    table = completeness(networks, expected_networks)
+    table = completeness(networks, expected_networks, expected_seeds, planned)
     if table.empty:
         return "completeness: no runs yet"
     lines = ["completeness (networks x seeds x recipes x datasets):", table.to_string(index=False)]
-    gaps = missing(networks, expected_networks)
+    gaps = missing(networks, expected_networks, expected_seeds, planned)
     if gaps.empty:
         lines.append(f"all {int(table['expected'].sum())} expected runs are present")
     else:
@@ -86,8 +88,8 @@ def report_sections(tables) -> list[Section]:
     gaps = missing(networks)
     total = int(table["expected"].sum())
     if gaps.empty:
-        finding = (f"All {total} expected runs ({networks['network'].nunique()} networks x "
-                   f"{networks['recipe_hash'].nunique()} recipes x {networks['seed'].nunique()} seeds) are present: "
+        finding = (f"All {total} expected runs ({networks['network'].nunique()} networks, "
+                   f"{networks['recipe_hash'].nunique()} recipes, {networks['seed'].nunique()} seeds) are present: "
                    f"{int(table['done'].sum())} done, {int(table['diverged'].sum())} diverged.")
     else:
         named = ", ".join(f"{r.network} {r.recipe} seed {r.seed} ({r.state})" for r in gaps.head(5).itertuples())

@@ -71,4 +71,9 @@ def status_report(results_dir) -> str:
     share = f" ({100 * complete / planned:.0f}% of {planned} planned)" if planned else " (no plan recorded)"
     lines = [f"{results_dir}: {complete} complete{share}, {int(total['running'])} running, {int(total['left'])} left",
              table.to_string(index=False)]
+    from analysis.completeness import completeness_text  # networks x seeds x recipes x datasets: done / missing
+
+    runs = load(results_dir, tables=["networks"], columns={"networks": ["network", "recipe", "recipe_hash", "seed",
+                                                                         "status", "dataset"]}).networks
+    lines[1:1] = [completeness_text(runs, planned=_planned(results_dir)[0]), ""]  # the family table stays last
     return "\n".join(lines + [f"note: {n}" for n in notes])

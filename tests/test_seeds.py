@@ -109,3 +109,18 @@ def test_completeness_of_a_full_table_says_every_run_is_present():
     tables = from_curves({("A", 0): [0.5], ("A", 1): [0.5]})
     assert "all 2 expected runs are present" in completeness_text(tables.networks)
     assert report_sections(tables)[0].finding.startswith("All 2 expected runs")
+
+
+def test_completeness_counts_planned_runs_per_recipe_not_across_recipes():
+    import pandas as pd
+
+    from analysis.completeness import missing
+    from synthetic import from_curves
+
+    main = from_curves({("A", 0): [0.5], ("B", 0): [0.5]}, recipe="study", recipe_hash="s" * 16)
+    sweep = from_curves({("A", 42): [0.5]}, recipe="lr=0.01", recipe_hash="l" * 16)
+    networks = pd.concat([main.networks, sweep.networks], ignore_index=True)
+    assert missing(networks).empty  # B was never meant to train under lr=0.01, nor A with seed 42 under study
+    planned = pd.DataFrame({"network": ["A", "C"], "recipe_hash": ["l" * 16] * 2, "seed": [42, 42]})
+    gaps = missing(networks, planned=planned)
+    assert list(zip(gaps["network"], gaps["recipe"], gaps["state"])) == [("C", "lr=0.01", "missing")]
