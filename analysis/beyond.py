@@ -30,7 +30,7 @@ def front_mask(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
 def pareto_fronts(tables, costs=PARETO_COSTS, metric: str = METRIC, epoch: int | None = None,
                   recipe: str | None = None) -> pd.DataFrame:
     """The networks no other network beats on both the metric and a cost, for each cost: cost, network,
-    family, activation, cost_value, <metric>_mean, sorted by cost within each cost."""
+    family, activation, cost_value, <metric>_mean and _ci95 (over seeds), sorted by cost within each cost."""
     pop = population(tables, metric, epoch, recipe)
     value = f"{metric}_mean"
     parts = []
@@ -42,7 +42,8 @@ def pareto_fronts(tables, costs=PARETO_COSTS, metric: str = METRIC, epoch: int |
         front = rows[front_mask(rows[column].to_numpy(float), rows[value].to_numpy(float))]
         parts.append(pd.DataFrame({"cost": cost, "network": front["network"], "family": front["family"],
                                    "activation": front["activation"], "cost_value": front[column].astype(float),
-                                   value: front[value]}).sort_values("cost_value"))
+                                   value: front[value], f"{metric}_ci95": front[f"{metric}_ci95"]})
+                     .sort_values("cost_value"))
     if not parts:
         raise ResultsError(f"None of the costs {list(costs)} is in the results; known: {', '.join(COSTS)}.")
     out = pd.concat(parts, ignore_index=True)

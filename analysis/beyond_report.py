@@ -29,10 +29,13 @@ def _pareto(tables, key, title, question):
 
 def _ensembles(tables, key, title, question, predictions=None):
     ens = beyond.ensembles(tables, predictions=predictions)
-    best = ens[ens["kind"] == "best"]
-    top = best.loc[best[METRIC].idxmax()]
-    finding = (f"The best single network scores {pct(ens['best_single'].iloc[0])}; the ensemble of the "
-               f"{int(top['k'])} best networks scores {pct(top[METRIC])} ({top['gain'] * 100:+.1f} points).")
+    best = ens[(ens["kind"] == "best") & (ens["k"] >= 2)]
+    finding = f"The best single network scores {pct(ens['best_single'].iloc[0])}."
+    if len(best):
+        top = best.loc[best[METRIC].idxmax()]
+        finding += (f" Ensembles of the k best networks (k = 2…{int(best['k'].max())}) score "
+                    f"{pct(best[METRIC].min())} to {pct(best[METRIC].max())}; the best is k = {int(top['k'])} "
+                    f"({top['gain'] * 100:+.1f} points over the best single network).")
     basic = ens[ens["kind"] == "basic"]
     if len(basic):
         last = basic.iloc[-1]

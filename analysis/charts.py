@@ -143,6 +143,7 @@ def rank_heatmap(stability: pd.DataFrame, title: str) -> Figure:
 def sample_grid(images: np.ndarray, frame: pd.DataFrame, title: str, columns: int = 12) -> Figure:
     """Test images (N, C, H, W) of the rows of a Q8 frame, titled 'label → majority'."""
     n = len(frame)
+    columns = max(1, min(columns, n))
     rows = max(1, int(np.ceil(n / columns)))
     # a fixed grid: constrained layout over dozens of titled axes costs seconds
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.95, rows * 1.15 + 0.6), squeeze=False)

@@ -100,8 +100,11 @@ def _cost_builder(cost: str):
         summary = exam.cost_by_group(tables, cost)
         basic = basic_row(pop)
         low, high = _top(summary, "family", False), _top(summary, "family", True)
-        finding = (f"Median {label(cost)}: lowest for {low['family']} ({num(low['median'])}), highest for "
-                   f"{high['family']} ({num(high['median'])}), {num(high['median'] / low['median'])}× apart.")
+        if low["family"] == high["family"]:
+            finding = f"All networks are {low['family']}: median {label(cost)} {num(low['median'])}."
+        else:
+            finding = (f"Median {label(cost)}: lowest for {low['family']} ({num(low['median'])}), highest for "
+                       f"{high['family']} ({num(high['median'])}), {num(high['median'] / low['median'])}× apart.")
         stars = pop[pop["gold_star"]]
         if len(stars):
             finding += (f" The {len(stars)} gold stars' median is {num(stars[value].median())} against "

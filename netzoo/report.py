@@ -167,6 +167,13 @@ def _header(tables, results_dir: Path) -> str:
              f"recipes: {', '.join(sorted(networks['recipe'].unique()))}",
              f"seeds: {', '.join(map(str, sorted(networks['seed'].unique())))}",
              f"epochs: {int(epochs['epoch'].max()) if len(epochs) else 0}"]
+    recipes = networks.groupby(["recipe", "recipe_hash"]).size().sort_values(ascending=False)
+    if len(recipes) > 1:
+        from analysis.population import recipe_hash
+
+        chosen = recipe_hash(tables)
+        name = next(r for r, h in recipes.index if h == chosen)
+        facts.append(f"the exam answers recipe {name} ({chosen}), the one with the most runs")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<h1>netzoo report: {html.escape(str(results_dir))}</h1><p class=\"meta\">{html.escape(' · '.join(facts))}"
             f" · written {stamp}. Accuracy is the mean per-class recall on the test split (the study's); "
