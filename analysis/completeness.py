@@ -88,8 +88,10 @@ def report_sections(tables) -> list[Section]:
     gaps = missing(networks)
     total = int(table["expected"].sum())
     if gaps.empty:
-        finding = (f"All {total} expected runs ({networks['network'].nunique()} networks, "
-                   f"{networks['recipe_hash'].nunique()} recipes, {networks['seed'].nunique()} seeds) are present: "
+        counts = {"network": networks["network"].nunique(), "recipe": networks["recipe_hash"].nunique(),
+                  "seed": networks["seed"].nunique()}
+        sizes = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in counts.items())
+        finding = (f"All {total} expected runs ({sizes}) are present: "
                    f"{int(table['done'].sum())} done, {int(table['diverged'].sum())} diverged.")
     else:
         named = ", ".join(f"{r.network} {r.recipe} seed {r.seed} ({r.state})" for r in gaps.head(5).itertuples())

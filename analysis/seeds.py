@@ -123,7 +123,7 @@ def ci_chart(summary: pd.DataFrame, networks: pd.DataFrame, metric: str = "test_
         ax.errorbar(group.index, group["mean"], yerr=np.nan_to_num(err), fmt="o", ms=2.5, elinewidth=0.7,
                     capsize=0, label=family)
     ax.set_xlabel("network (sorted by mean)")
-    ax.set_ylabel(f"{metric}, mean over seeds (95% CI)")
+    ax.set_ylabel(f"{metric.replace('_', ' ')}, mean over seeds (95% CI)")
     ax.legend(fontsize=7, ncols=3)
     ax.grid(alpha=0.3)
     return fig
@@ -158,11 +158,15 @@ def report_sections(tables) -> list[Section]:
     ))
     flips = sign_changes(epochs, networks, metric)
     if not flips.empty:
-        changed = flips[flips["changes_sign"]]
+        changed, stable = flips[flips["changes_sign"]], flips[~flips["changes_sign"]]
         examples = "; ".join(changed["finding"].head(3))
         finding = (f"{len(changed)} of {len(flips)} pairwise findings change sign across seeds"
                    + (f" (e.g. {examples}): treat those as noise." if len(changed) else
                       ": every comparison points the same way on every seed."))
+        if len(stable):
+            top = stable.loc[stable["mean_diff"].abs().idxmax()]
+            finding += (f" The strongest that holds on every seed: {top['finding']} "
+                        f"({top['mean_diff']:+.3f} on average, {top['min_diff']:+.3f} to {top['max_diff']:+.3f}).")
         shown = flips.copy()
         for c in ("mean_diff", "min_diff", "max_diff"):
             shown[c] = shown[c].round(4)
