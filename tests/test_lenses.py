@@ -237,3 +237,22 @@ def test_gradient_hooks_do_not_sync_with_the_host_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert _rows(lenses)["fc1"]["dead_grad_fraction"] == 0.25
+
+
+def test_trainer_records_one_row_per_layer_per_epoch_matching_the_test_split():
+    from netzoo.datasets import load_dataset
+    from netzoo.recipe import Recipe
+    from netzoo.train import train_network
+
+    data = load_dataset("digits")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10), nn.LogSoftmax(dim=1))
+    lenses = Lenses(model)
+    results = list(train_network(model, data, Recipe(epochs=2), seed=0, device="cpu", lenses=lenses))
+    lenses.close()
+    assert [[r["layer"] for r in result.layer_rows] for result in results] == [["1", "3", "2"]] * 2
+    last = {r["layer"]: r for r in results[-1].layer_rows}
+    with torch.no_grad():
+        hidden = model[2](model[1](model[0](data.x_test))).double().numpy()
+    np.testing.assert_allclose(last["2"]["variances"], hidden.var(axis=0).astype(np.float32), rtol=1e-5, atol=1e-7)
+    assert last["2"]["dead_fraction"] == float(np.mean(hidden.min(axis=0) == hidden.max(axis=0)))
+    assert last["1"]["grad_norm_mean"] > 0 and last["1"]["grad_norm_max"] >= last["1"]["grad_norm_mean"]
