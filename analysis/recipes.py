@@ -24,6 +24,7 @@ from netzoo.recipe import Recipe
 
 METRIC = "test_balanced_acc"
 GROUP = "Recipes"
+WEIGHT_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")  # the layers the manifest's depth counts
 
 
 def _natural_key(text: str) -> str:
@@ -146,6 +147,8 @@ def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int
     if layers.empty or "grad_norm_mean" not in layers:
         return pd.DataFrame(columns=columns)
     weighted = layers[layers["grad_norm_mean"].notna()]
+    if "kind" in weighted:  # weight layers only: a BatchNorm's affine weights are not a layer of the depth
+        weighted = weighted[weighted["kind"].isin(WEIGHT_KINDS)]
     if weighted.empty:
         return pd.DataFrame(columns=columns)
     depth = networks.drop_duplicates("network").set_index("network")["depth"]
@@ -317,8 +320,12 @@ def report_sections(tables) -> list[Section]:
     if not grads.empty:
         ratios = []
         for (recipe, network), g in grads.groupby(["recipe", "network"], sort=False):
-            ratio = g["grad_norm_mean"].iloc[0] / g["grad_norm_mean"].iloc[-1] if g["grad_norm_mean"].iloc[-1] else np.nan
-            ratios.append(f"{network} ({len(g)} weight layers) under {recipe}: first/last layer {ratio:.2g}")
+            first, last = g["grad_norm_mean"].iloc[0], g["grad_norm_mean"].iloc[-1]
+            ratio = f"{first / last:.2g}" if first > 0 and last > 0 else (
+                "0: no gradient reaches the first layer" if last > 0 else "undefined: the last layer has no gradient")
+            tiny = g.loc[g["grad_norm_mean"] < 1e-6 * last, "layer_index"]
+            below = f", under a millionth of the last layer's from layer {tiny.max()} down" if len(tiny) else ""
+            ratios.append(f"{network} ({len(g)} weight layers) under {recipe}: first/last layer {ratio}{below}")
         sections.append(Section(
             key="recipes-gradients", title="Gradient norm per layer against depth", group=GROUP,
             question="Do gradients vanish towards the input of deep networks?",
