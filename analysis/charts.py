@@ -146,7 +146,7 @@ def sample_grid(images: np.ndarray, frame: pd.DataFrame, title: str, columns: in
     columns = max(1, min(columns, n))
     rows = max(1, int(np.ceil(n / columns)))
     # a fixed grid: constrained layout over dozens of titled axes costs seconds
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.95, rows * 1.15 + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(max(columns * 0.95, 7), rows * 1.15 + 0.6), squeeze=False)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.6 / (rows * 1.15 + 0.6), hspace=0.35,
                         wspace=0.1)
     for ax in axes.ravel():
@@ -157,7 +157,7 @@ def sample_grid(images: np.ndarray, frame: pd.DataFrame, title: str, columns: in
         image = (image - image.min()) / (np.ptp(image) or 1)
         ax.imshow(image, cmap="gray_r" if image.ndim == 2 else None, interpolation="nearest")
         ax.set_title(f"#{row.sample}: {row.label}→{row.majority}", fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

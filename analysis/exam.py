@@ -223,18 +223,19 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
         raise NetzooError(f"Unknown exam question {question!r}; questions: {', '.join(QUESTIONS)}.")
     if not Path(results_dir).is_dir():
         raise ResultsError(f"No results folder at {results_dir}; pass --results DIR written by netzoo train.")
-    if question in ("8", "agreement", "ensembles"):
+    if question in ("8", "agreement"):
         at = epoch if epoch is not None else "last"
-        columns = _PREDICTION_COLUMNS + (["probs"] if question == "ensembles" else [])
         tables = load(results_dir, tables=["networks", "epochs", "predictions"],
-                      columns={"predictions": columns}, epoch=at)
-        epoch = None  # the loaded epoch is the only one
+                      columns={"predictions": _PREDICTION_COLUMNS}, epoch=at)
         if question == "8":
-            return q8_samples(tables, epoch=epoch, recipe=recipe)
-        if question == "agreement":
-            return beyond.agreement(tables, epoch=epoch, recipe=recipe)
-        return beyond.ensembles(tables, metric=metric, epoch=epoch, recipe=recipe)
+            return q8_samples(tables, recipe=recipe)  # the loaded epoch is the only one
+        return beyond.agreement(tables, recipe=recipe)
     tables = load(results_dir, tables=["networks", "epochs"])
+    if question == "ensembles":  # probabilities of only the ensembles' runs: a filtered read
+        from netzoo.report import ensemble_predictions
+
+        predictions = ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric)
+        return beyond.ensembles(tables, metric=metric, epoch=epoch, recipe=recipe, predictions=predictions)
     kw = {"metric": metric, "recipe": recipe}
     simple = {"2": q2_accuracy, "3": q3_train_time, "4": q4_params, "5": q5_memory, "6": q6_ops,
               "9": q9_best_percentiles, "10": q10_best_vs_basic, "pareto": beyond.pareto_fronts}

@@ -49,18 +49,20 @@ def load_tables(results_dir: Path):
     return tables
 
 
-def ensemble_predictions(results_dir: Path, tables) -> pd.DataFrame:
-    """The last epoch's predictions, probs included, of only the runs the ensembles use (a filtered read)."""
+def ensemble_predictions(results_dir: Path, tables, epoch: int | None = None, recipe: str | None = None,
+                         metric: str = "test_balanced_acc") -> pd.DataFrame:
+    """Predictions at ``epoch`` (default last), probs included, of only the runs the ensembles use: a filtered
+    read, so 40M prediction rows cost no more than the few runs needed."""
     from analysis.beyond import ensemble_runs
-    from analysis.population import for_recipe, last_epoch, recipe_hash
+    from analysis.population import for_recipe, recipe_hash, resolve_epoch
 
-    chosen = recipe_hash(tables)
-    runs = ensemble_runs(tables)
+    chosen = recipe_hash(tables, recipe)
+    runs = ensemble_runs(tables, metric=metric, epoch=epoch, recipe=recipe)
     wanted = sorted({name for members in runs.values() for name, _ in members})
     folder = Path(results_dir) / "predictions"
     if not wanted or not folder.is_dir():
         return pd.DataFrame()
-    epoch = last_epoch(for_recipe(tables).epochs)
+    epoch = resolve_epoch(for_recipe(tables, recipe).epochs, epoch)
     filt = pc.field("network").isin(wanted) & (pc.field("recipe_hash") == chosen) & (pc.field("epoch") == epoch)
     frame = ds.dataset(folder, format="parquet").to_table(filter=filt).to_pandas()
     # a key found in a part file and a compact file is the same rows twice: keep one
@@ -99,13 +101,18 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
         base = str(ci).removesuffix("_ci95")
         value = base + "_mean" if base + "_mean" in table.columns else base
         if value in table.columns and table[ci].notna().any():
-            table[value] = [f"{v:.4g} ± {e:.2g}" if pd.notna(e) else f"{v:.4g}"
+            table[value] = [f"{_number(v)} ± {e:.2g}" if pd.notna(e) else _number(v)
                             for v, e in zip(table[value], table[ci])]
         table = table.drop(columns=ci)
     for column in table.columns:
         if pd.api.types.is_float_dtype(table[column]):
-            table[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+            table[column] = table[column].map(_number)
     return table
+
+
+def _number(v: float) -> str:
+    """4 significant digits; large numbers in full with separators (25,351 rather than 2.535e+04)."""
+    return "" if pd.isna(v) else f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
 
 
 def _save_figure(fig, stem: Path) -> str:

@@ -17,7 +17,7 @@ from synthetic import make_zoo, write_results
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-EXAM_KEYS = ["q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q8-weird", "q8-confusing", "q9", "q10",
+EXAM_KEYS = ["q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q8-weird", "q8-confusing", "q8-easy", "q9", "q10",
              "pareto", "ensembles", "agreement"]
 
 
