@@ -188,11 +188,15 @@ def ratios(q10: pd.DataFrame, title: str) -> Figure:
 
 
 def pareto(pop: pd.DataFrame, front: pd.DataFrame, cost: str, value: str, title: str) -> Figure:
-    """All networks by cost (log axis) and metric, coloured by family, with the Pareto front as a step line."""
+    """All networks by cost (log axis) and metric, coloured by family, with the Pareto front as a step line
+    (and each network's 95% interval over seeds as an error bar, when there are several seeds)."""
     column = f"{cost}_mean" if f"{cost}_mean" in pop.columns else cost
     fig, axes = _figure(7, 4.5)
     ax = axes[0]
     names = order("family", pop["family"].unique())
+    ci = value.replace("_mean", "_ci95")
+    if ci in pop.columns and pop[ci].notna().any():  # several seeds: the 95% interval of each mean
+        ax.errorbar(pop[column], pop[value], yerr=pop[ci], fmt="none", ecolor="grey", alpha=0.35, linewidth=0.7)
     sns.scatterplot(data=pop, x=column, y=value, hue="family", hue_order=names, palette=palette("family", names),
                     s=14, alpha=0.7, ax=ax, linewidth=0)
     line = front.sort_values("cost_value")
