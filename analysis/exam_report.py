@@ -132,9 +132,13 @@ def _q7(tables, key, title, question):
     finding = (f"{len(bloomers)} late bloomers (below the median in epochs 1-2, top quartile at epoch {epochs[-1]})"
                f"{': ' + names(bloomers['network']) if len(bloomers) else ''}. Rank correlation between consecutive "
                f"epochs: {steps or 'one epoch only'}. ")
-    finding += (f"From epoch {settled} on the ranking correlates ≥0.90 with the final one: it barely changes after "
-                f"epoch {settled}." if settled is not None and settled < epochs[-1] else
-                "The ranking still moves at the last epoch (Spearman with the final ranking < 0.90 before it).")
+    if len(epochs) < 2:
+        finding += "With one epoch there is no change to measure."
+    elif settled is not None and settled < epochs[-1]:
+        finding += (f"From epoch {settled} on the ranking correlates ≥0.90 with the final one: it barely changes "
+                    f"after epoch {settled}.")
+    else:
+        finding += "The ranking still moves at the last epoch (Spearman with the final ranking < 0.90 before it)."
     figures = [charts.curves(curves, f"{METRIC}_mean", "Test accuracy per epoch: one line per network"),
                charts.rank_heatmap(stability, "Rank correlation of networks between epochs")]
     return [Section(key, title, question, finding, bloomers, figures)]
