@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from analysis.section import Section
 from analysis.seeds import final_epochs
@@ -223,14 +224,15 @@ def heatmap_chart(grid: pd.DataFrame, metric: str = METRIC) -> Figure:
 
 def gradient_chart(grads: pd.DataFrame) -> Figure:
     """Gradient norm per weight layer (log scale) against its position from the input, one line per network."""
-    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
     ax = fig.subplots()
     for (recipe, network), g in grads.groupby(["recipe", "network"], sort=False):
         ax.plot(g["layer_index"], g["grad_norm_mean"], marker=".", lw=1, label=f"{network} · {recipe}")
     ax.set_yscale("log")
     ax.set_xlabel("weight layer (1 = nearest the input)")
     ax.set_ylabel("mean weight-gradient L2 norm")
-    ax.legend(fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3, which="both")
     return fig
 
