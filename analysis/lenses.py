@@ -317,7 +317,7 @@ def dead_chart(summary: pd.DataFrame, fit: dict | None = None) -> Figure:
         ax.plot(x, fit["intercept"] + fit["slope"] * x, "--", color="gray",
                 label=f"linear fit: {fit['slope']:.3f}·width (R²={fit['r2']:.2f})")
     _width_axis(ax)
-    ax.set_ylabel("dead neurons (zero variance over the test split)")
+    ax.set_ylabel("dead neurons (zero test variance)")
     ax.legend(fontsize=8)
     return fig
 
