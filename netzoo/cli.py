@@ -141,8 +141,11 @@ def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seed
 
         netzoo train --zoo zoo/mnist --dataset mnist --data-root ../shared/datasets --results results/mnist
     """
+    import logging
+
     from netzoo.runner import TrainJob, run_job
 
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     job = TrainJob.from_cli(zoo=zoo_dir, dataset=dataset, data_root=data_root, download=download,
                             results=results, epochs=epochs, networks=networks, seeds=_ints(seeds),
                             shard=shard, workers=workers, device=device, recipe=recipe_ref,

@@ -490,7 +490,7 @@ def _worker_main(job: TrainJob, tasks: list[Task], device: str, threads: int, qu
     """A worker process: train what it can claim, report each outcome on ``queue``; stop if the parent dies."""
     import dataclasses
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING if job.quiet else logging.INFO, format="%(levelname)s %(message)s")
     job = dataclasses.replace(job, threads=threads)
     try:
         run_tasks(job, tasks, device, on_outcome=lambda o: queue.put(("outcome", asdict(o))),
