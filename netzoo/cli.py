@@ -218,7 +218,7 @@ def exam(question, results, as_csv, epoch) -> None:
     from analysis.exam import answer
 
     frame = answer(question, results, epoch=epoch)
-    click.echo(frame.to_csv(index=False) if as_csv else frame.to_string(index=False))
+    click.echo(frame.to_csv(index=False).rstrip("\n") if as_csv else frame.to_string(index=False))
 
 
 @cli.command()

@@ -114,3 +114,12 @@ def test_open_flag_opens_the_report_in_a_browser(written, monkeypatch, tmp_path)
     path = report.write_report(results, out=tmp_path / "o", open_browser=True)
     assert opened == [path.resolve().as_uri()]
 
+
+
+def test_a_family_and_an_activation_keep_their_colour_in_every_chart():
+    from analysis.charts import palette
+
+    assert palette("family", ["Conv2d"])["Conv2d"] == palette("family", ["Linear", "Conv2d", "Basic"])["Conv2d"]
+    assert palette("activation", ["Tanh"])["Tanh"] == palette("activation", ["None", "Tanh"])["Tanh"]
+    colours = palette("family", ["Linear", "Conv2d", "MyNewFamily"])
+    assert len(set(colours.values())) == 3  # an unknown family still gets a colour of its own
