@@ -249,7 +249,7 @@ class Lenses:
 
         Weight layers come first in module order, then each activation call site that ran under
         ``evaluating()`` this epoch. Statistics that do not apply to a layer, or were not observed, are None.
-        This is the one host sync of the lenses per epoch.
+        The only place the lenses read back to the host: a few small transfers per layer, once per epoch.
         """
         rows = []
         for path, module, grad_stats in self._weights:
