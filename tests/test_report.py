@@ -4,7 +4,6 @@ real browser (headless Chromium) where every image must load."""
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
