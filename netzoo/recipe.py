@@ -148,10 +148,14 @@ def from_toml(text: str, where: str = "recipe.toml") -> Recipe:
     if "grid" in doc or "axes" in doc:
         raise RecipeError(f"{where} is a recipe grid, not one recipe: run `netzoo sweep {where}`, "
                           f"or name one of its recipes as GRID/RECIPE.")
-    table = doc["recipe"] if isinstance(doc.get("recipe"), dict) else doc
-    if table is doc and "recipe" in doc:
-        raise RecipeError(f"{where}: 'recipe' must be a table ([recipe]), got {doc['recipe']!r}.")
-    return from_dict(table, where=f"{where}: [recipe]" if table is not doc else where)
+    if "recipe" not in doc:  # the fields at top level
+        return from_dict(doc, where=where)
+    extra = sorted(set(doc) - {"recipe"})
+    if not isinstance(doc["recipe"], dict) or extra:
+        raise RecipeError(f"{where}: a recipe file holds one [recipe] table and nothing else; found "
+                          f"{'recipe = ' + repr(doc['recipe']) if not isinstance(doc['recipe'], dict) else ''}"
+                          f"{'unknown key(s) ' + ', '.join(extra) if extra else ''}.")
+    return from_dict(doc["recipe"], where=f"{where}: [recipe]")
 
 
 def _parse(text: str, where: str) -> dict[str, Any]:

@@ -36,6 +36,12 @@ def test_unknown_recipe_key_is_refused_naming_file_key_and_allowed_keys(tmp_path
     assert "typo.toml" in message and "optimiser" in message and "allowed:" in message and "optimizer" in message
 
 
+def test_a_table_beside_recipe_is_refused_not_ignored():
+    with pytest.raises(RecipeError, match=r"x.toml: a recipe file holds one \[recipe\] table and nothing else; "
+                                          r"found unknown key\(s\) extra"):
+        from_toml('[recipe]\nlr = 0.1\n[extra]\nepochs = 3\n', where="x.toml")
+
+
 def test_wrongly_typed_value_is_refused_with_its_key():
     with pytest.raises(RecipeError, match="batch_size must be int"):
         from_toml('[recipe]\nbatch_size = "16"\n', where="bad.toml")
