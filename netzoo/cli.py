@@ -272,6 +272,8 @@ def sweep(grid, zoo_dir, dataset, data_root, download, results, networks, epochs
                         results=results, networks=networks, epochs=epochs, seeds=_ints(seeds),
                         device=device, workers=workers, quiet=quiet)
     click.echo(summary.line())
+    if summary.failed:
+        sys.exit(1)
 
 
 @cli.command()
