@@ -18,6 +18,7 @@ from netzoo.recipe import STUDY
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_its_section_parses(tmp_path):
     from netzoo.bench import run_benchmark
 

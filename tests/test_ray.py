@@ -35,6 +35,7 @@ def zoo(tmp_path_factory):
     return make_zoo(tmp_path_factory.mktemp("zoo"), names=HEALTHY)
 
 
+@pytest.mark.slow
 def test_ray_executor_writes_the_rows_the_local_executor_writes(cluster, zoo, tmp_path):
     local = run_job(digits_job(zoo, tmp_path / "local"))
     # 0.5 GPU per task: two tasks share the fake GPU; without CUDA each trains on the CPU
@@ -54,6 +55,7 @@ def test_ray_executor_writes_the_rows_the_local_executor_writes(cluster, zoo, tm
     assert set(b.networks["device"]) == {"cpu"}
 
 
+@pytest.mark.slow
 def test_killed_ray_worker_is_retried_without_duplicate_rows(cluster, zoo, tmp_path, monkeypatch):
     monkeypatch.setattr(ray_executor, "CHUNKS_PER_SLOT", 1)  # 4 networks, 2 CPU slots: 2 chunks of 2 networks
     results = tmp_path / "results"
