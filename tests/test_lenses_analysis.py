@@ -114,6 +114,14 @@ def test_peak_widths_are_found_per_seed_and_summarised_with_their_spread(tables)
     assert spread.loc["accuracy", "std"] == 0
 
 
+def test_normality_peak_ignores_layers_too_narrow_for_a_meaningful_shapiro_test(tables):
+    runs = lenses.width_runs(tables)
+    runs.loc[runs["width"] == 4, "shapiro_w"] = 0.99999  # W of 4 values: near 1 by chance
+    peaks = lenses.peak_widths(runs)
+    assert dict(zip(peaks["seed"], peaks["normality_peak_width"])) == NORMALITY_PEAK
+    assert set(lenses.peak_widths(runs, min_width=1)["normality_peak_width"]) == {4}
+
+
 def test_variance_by_width_lists_every_hidden_neuron(tables):
     variances = lenses.variance_by_width(tables)
     assert len(variances) == sum(WIDTHS) * len(SEEDS)
@@ -146,7 +154,7 @@ def test_report_sections_state_findings_from_the_numbers(tables):
                for s in sections.values())
     assert "R² = 1.00" in sections["lenses-total-variance"].finding
     assert "At width 64, 16.0 neurons (25.0%) are dead" in sections["lenses-dead"].finding
-    assert "Shapiro W peaks at width 12 ± 6 (range 8–16, 2 seeds)" in sections["lenses-normality"].finding
+    assert "peaks at width 12 (median; range 8–16 over 2 seeds)" in sections["lenses-normality"].finding
     assert "test accuracy peaks at width 16 on all 2 seeds" in sections["lenses-normality"].finding
     assert "3 have" not in sections["lenses-health"].finding and "1 have a layer over 50% dead" in \
         sections["lenses-health"].finding
