@@ -360,6 +360,16 @@ def normality_accuracy_chart(summary: pd.DataFrame, peaks: pd.DataFrame) -> Figu
     return fig
 
 
+def normality_scatter_chart(frame: pd.DataFrame) -> Figure:
+    """Each run's Shapiro W (mean over its activation layers) against its test accuracy, one colour per family."""
+    fig, ax = _figure()
+    sns.scatterplot(frame, x="shapiro_w", y=METRIC, hue="family", style="activation", s=18, ax=ax)
+    ax.set_xlabel("Shapiro-Wilk W of per-neuron variances (mean over activation layers)")
+    ax.set_ylabel("test accuracy (mean per-class recall)")
+    ax.legend(fontsize=6, ncols=2)
+    return fig
+
+
 def health_chart(counts: pd.DataFrame) -> Figure:
     """Share of runs per family × activation with a dead layer, vanishing or exploding gradients."""
     long = counts.melt(id_vars=["family", "activation", "runs"], value_vars=["dead", "vanishing", "exploding"],
@@ -489,4 +499,17 @@ def report_sections(tables) -> list[Section]:
     tables = as_tables(tables)
     if tables.layers.empty or tables.networks.empty:
         return []
-    return _width_sections(tables) + [_health_section(tables)]
+    sections = _width_sections(tables)
+    if not sections:  # no width axis: the normality question across the whole population only
+        population = normality_accuracy(tables).dropna(subset=["shapiro_w", METRIC])
+        corr = rank_correlation(population)
+        if corr["n"] >= 3:
+            by_family = population.groupby("family")[["shapiro_w", METRIC]].median().round(3).reset_index()
+            sections.append(Section(
+                key="lenses-normality", title="Normality vs accuracy", group="Inside the networks",
+                question="Do networks whose per-neuron variances look more normal (Shapiro-Wilk W) test better?",
+                finding=(f"Across {corr['n']} runs, Shapiro W (mean over a network's activation layers) and test "
+                         f"accuracy have Spearman ρ = {corr['rho']:.2f} (p = {corr['p']:.2g})."),
+                table=by_family, figures=[normality_scatter_chart(population)],
+            ))
+    return sections + [_health_section(tables)]

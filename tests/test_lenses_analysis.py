@@ -166,8 +166,10 @@ def test_report_sections_are_empty_without_layers(tables):
     assert lenses.report_sections(empty) == []
 
 
-def test_a_zoo_without_a_width_axis_still_gets_the_health_table(tables):
+def test_a_zoo_without_a_width_axis_gets_population_normality_and_the_health_table(tables):
     conv = tables.networks["family"] == "Conv2d"
     only_conv = Tables(networks=tables.networks[conv], epochs=tables.epochs, predictions=pd.DataFrame(),
                        layers=tables.layers[tables.layers["network"].str.startswith("Conv2d")])
-    assert [s.key for s in lenses.report_sections(only_conv)] == ["lenses-health"]
+    sections = lenses.report_sections(only_conv)
+    assert [s.key for s in sections] == ["lenses-normality", "lenses-health"]
+    assert "Across 4 runs" in sections[0].finding
