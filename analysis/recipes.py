@@ -219,6 +219,8 @@ def heatmap_chart(grid: pd.DataFrame, metric: str = METRIC) -> Figure:
         table = grid[grid["recipe"] == recipe].pivot_table(index="depth", columns="width", values=metric)
         sns.heatmap(table, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar=ax is axes[-1])
         ax.set_title(recipe, fontsize=9)
+        ax.set_ylabel("depth (hidden layers)")
+        ax.set_xlabel("width (units per hidden layer)")
     return fig
 
 
@@ -312,7 +314,7 @@ def report_sections(tables) -> list[Section]:
         by_depth = grid.groupby("depth")[METRIC].mean()
         sections.append(Section(
             key="recipes-depth-width", title="Depth and width", group=GROUP,
-            question="How does an MLP's accuracy change with its depth and width?",
+            question="How does an MLP's balanced accuracy change with its depth (hidden layers) and width?",
             finding=(f"Best: depth {int(best['depth'])} x width {int(best['width'])} ({_fmt(best[METRIC])}); worst: "
                      f"depth {int(worst['depth'])} x width {int(worst['width'])} ({_fmt(worst[METRIC])}). Averaged "
                      f"over widths, accuracy is {_fmt(by_depth.iloc[0])} at depth {by_depth.index[0]} and "
