@@ -1,8 +1,8 @@
 """The study's way of training against netzoo's, on the same sample of the zoo: `netzoo bench`, `make bench`.
 
 One invocation generates the default zoo for the dataset into a temporary folder, takes a fixed sample
-(``SAMPLE_PER_FAMILY`` networks of every family, at the 1/3 and 2/3 quantiles of training FLOPs, plus
-Basic), and trains it ``repeat`` times each way, with the same recipe (the study's), data and device:
+(``SAMPLE_PER_FAMILY`` networks of every family at the k/(n+1) quantiles of training FLOPs: the median
+network of each family by default, plus Basic), and trains it ``repeat`` times each way, with the same recipe (the study's), data and device:
 
 1. the reference, the study's way: one network at a time, a ``torch.utils.data.DataLoader`` over the
    dataset (batch 25, shuffled, no workers), ``.item()`` on the loss every step, evaluation after each epoch
@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from netzoo.errors import NetzooError
 from netzoo.recipe import STUDY, Recipe
 
-SAMPLE_PER_FAMILY = 2      # networks per family in the sample (plus Basic)
+SAMPLE_PER_FAMILY = 1      # networks per family in the sample (plus Basic): keeps `make bench` to minutes
 ACC_TOLERANCE = 0.05       # mean final test accuracies further apart than this void the comparison
 REFERENCE_EVAL_BATCH = 10  # the study evaluated through a DataLoader of batch 10
 SEED = 42                  # the study's training seed

@@ -48,12 +48,14 @@ def test_reference_trainer_learns_digits():
 
 
 def test_sample_covers_every_family_at_fixed_quantiles():
+    """Two per family at the 1/3 and 2/3 quantiles of training FLOPs; one per family is the median."""
     manifest = pd.DataFrame({
         "network": [f"{f}ReLU_{i}" for f in ("Linear", "ResNetStyle") for i in range(6)] + ["Basic"],
         "family": ["Linear"] * 6 + ["ResNetStyle"] * 6 + ["Basic"],
         "flops_train_step": list(range(6)) + list(range(60, 0, -10)) + [5],
     })
-    assert bench_sample(manifest) == ["Basic", "LinearReLU_2", "LinearReLU_4", "ResNetStyleReLU_3", "ResNetStyleReLU_1"]
+    assert bench_sample(manifest, per_family=2) == ["Basic", "LinearReLU_2", "LinearReLU_4", "ResNetStyleReLU_3", "ResNetStyleReLU_1"]
+    assert bench_sample(manifest, per_family=1) == ["Basic", "LinearReLU_3", "ResNetStyleReLU_2"]
 
 
 def test_matmul_rate_is_measured():
