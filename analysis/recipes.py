@@ -104,14 +104,17 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
         gap=("gap", "mean"), train_time_s=("train_time_s", "mean"), epochs_run=("epoch", "mean"),
         diverged=("diverged", "mean")).reset_index()
     fields = recipe_fields(networks)
+    axis_names: list[str] = []
     if not fields.empty and "batch_size" in fields:
+        axis_names = [c for c in recipe_axes(networks).columns if c != "recipe"]
         axes = recipe_axes(networks).drop(columns="batch_size", errors="ignore")
         out = out.merge(axes, on="recipe", how="left").merge(fields[["recipe", "batch_size"]], on="recipe", how="left")
         out = out[["recipe"] + [c for c in axes.columns if c != "recipe"] + [c for c in out if c not in axes]]
         if train_size:
             out["steps_per_epoch"] = [math.ceil(train_size / b) if b else None for b in out["batch_size"]]
     order = {r: i for i, r in enumerate(_recipe_order(last))}
-    return out.sort_values(keys, key=lambda s: s.map(order) if s.name == "recipe" else s, ignore_index=True)
+    by = axis_names + keys  # the grid's axes first, numbers as numbers (batch 16 before 128), then the name
+    return out.sort_values(by, key=lambda s: s.map(order) if s.name == "recipe" else s, ignore_index=True)
 
 
 def learning_curves(epochs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
