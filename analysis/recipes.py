@@ -279,6 +279,9 @@ def report_sections(tables) -> list[Section]:
         fastest = overall.loc[overall["train_time_s"].idxmin()]
         steps = (" Steps per epoch: " + ", ".join(f"{r} {s}" for r, s in zip(overall["recipe"], overall["steps_per_epoch"]))
                  + ".") if "steps_per_epoch" in overall else ""
+        if overall["epochs_run"].nunique() > 1:  # early stopping: how many epochs each recipe really ran
+            steps += " Mean epochs run: " + ", ".join(f"{r} {e:.1f}" for r, e in zip(overall["recipe"],
+                                                                                      overall["epochs_run"])) + "."
         by_axis = "".join(
             f" By {a}: " + ", ".join(f"{v} {_fmt(m)}" for v, m in overall.groupby(a, sort=True)[METRIC].mean().items())
             + "." for a in names[:2] if a in overall)
