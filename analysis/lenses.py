@@ -409,7 +409,7 @@ def _width_sections(tables) -> list[Section]:
         question="How does the distribution of per-neuron activation variance change as the hidden layer grows?",
         finding=(f"{runs['network'].nunique()} one-hidden-layer networks, widths {int(smallest['width'])}–"
                  f"{int(largest['width'])}{over}: the median neuron's variance is largest at width {int(top['width'])} "
-                 f"({top['var_q50_mean']:.3g}), then shifts towards 0, {top['var_q50_mean'] / largest['var_q50_mean']:.1f}× "
+                 f"({top['var_q50_mean']:.3g}), then shifts towards 0, {top['var_q50_mean'] / largest['var_q50_mean']:.3g}× "
                  f"smaller at width {int(largest['width'])} ({largest['var_q50_mean']:.3g}); the mean variance goes from "
                  f"{top['var_mean_mean']:.3g} to {largest['var_mean_mean']:.3g}."),
         table=summary[["activation", "width", "n_seeds", "var_mean_mean", "var_mean_std", "var_q50_mean",
@@ -472,9 +472,9 @@ def _health_section(tables) -> Section:
     totals = {p: int(counts[p].sum()) for p in ("dead", "vanishing", "exploding")}
     worst = counts.assign(bad=counts[["dead", "vanishing", "exploding"]].max(axis=1) / counts["runs"])
     worst = worst.sort_values("bad", ascending=False).iloc[0] if len(worst) else None
-    finding = (f"Of {runs} runs, {totals['dead']} have a layer over {DEAD_LAYER:.0%} dead, {totals['vanishing']} a "
-               f"layer with mean gradient norm under {VANISHING:g} (vanishing) and {totals['exploding']} one over "
-               f"{EXPLODING:g} (exploding), at the last epoch.")
+    finding = (f"Of {runs} runs at the last epoch: {totals['dead']} with a layer over {DEAD_LAYER:.0%} dead, "
+               f"{totals['vanishing']} with a layer whose mean gradient norm is under {VANISHING:g} (vanishing), "
+               f"{totals['exploding']} with one over {EXPLODING:g} (exploding).")
     if worst is not None and worst["bad"] > 0:
         finding += (f" Worst cell: {worst['family']} × {worst['activation']} ({worst['dead']} dead, "
                     f"{worst['vanishing']} vanishing, {worst['exploding']} exploding of {worst['runs']} runs).")

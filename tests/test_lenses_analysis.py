@@ -156,8 +156,8 @@ def test_report_sections_state_findings_from_the_numbers(tables):
     assert "At width 64, 16.0 neurons (25.0%) are dead" in sections["lenses-dead"].finding
     assert "peaks at width 12 (median; range 8–16 over 2 seeds)" in sections["lenses-normality"].finding
     assert "test accuracy peaks at width 16 on all 2 seeds" in sections["lenses-normality"].finding
-    assert "3 have" not in sections["lenses-health"].finding and "1 have a layer over 50% dead" in \
-        sections["lenses-health"].finding
+    assert "Of 18 runs at the last epoch: 1 with a layer over 50% dead, 1 with a layer whose mean gradient norm " \
+        "is under 1e-06 (vanishing), 1 with one over 1000 (exploding)." in sections["lenses-health"].finding
 
 
 def test_report_sections_are_empty_without_layers(tables):
