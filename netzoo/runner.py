@@ -512,8 +512,11 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
     ctx = mp.get_context("spawn")  # fork after torch started threads can deadlock; spawn is safe everywhere
     queue = ctx.Queue()
     procs = []
+    # Costliest first (training FLOPs per sample from the manifest), every worker walking the same list and
+    # claiming the next free task: the run ends on small networks, not on two workers finishing ResNets.
+    rows = _manifest_rows(Path(job.zoo))
+    order = sorted(tasks, key=lambda t: -(rows[t.network].get("flops_train_step") or 0))
     for index, (device, threads) in enumerate(slots):
-        order = tasks[index * len(tasks) // len(slots):] + tasks[:index * len(tasks) // len(slots)]
         proc = ctx.Process(target=_worker_main, args=(job, order, device, threads, queue, os.getpid()),
                            name=f"netzoo-worker-{index}", daemon=True)
         proc.start()

@@ -49,7 +49,7 @@ def status_table(results_dir) -> pd.DataFrame:
     keys = set(zip(planned["network"], planned["recipe_hash"], planned["seed"]))
     frame = pd.concat([
         networks[key + ["family", "status"]],
-        planned[[k not in finished for k in zip(planned["network"], planned["recipe_hash"], planned["seed"])]]
+        planned.loc[[k not in finished for k in zip(planned["network"], planned["recipe_hash"], planned["seed"])]]
         .assign(status=lambda f: ["running" if k in running else "left"
                                   for k in zip(f["network"], f["recipe_hash"], f["seed"])]),
     ], ignore_index=True)

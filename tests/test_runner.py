@@ -248,3 +248,8 @@ def test_cli_train_and_status(zoo, tmp_path):
     assert "1 done" in result.output
     result = CliRunner().invoke(cli, ["status", "--results", str(tmp_path)])
     assert result.exit_code == 0 and "Basic" in result.output
+
+
+def test_status_of_an_empty_results_folder_shows_zero_totals(tmp_path):
+    total = status_report(tmp_path).splitlines()[-1].split()
+    assert total[0] == "total" and set(total[1:]) == {"0"}
