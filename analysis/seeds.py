@@ -12,7 +12,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats
+from analysis.population import ci95
 
 from analysis.section import Section
 
@@ -30,8 +30,8 @@ def final_epochs(epochs: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame
     return epochs[epochs["epoch"] == last]
 
 
-def mean_ci(values: pd.Series | np.ndarray, confidence: float = 0.95) -> tuple[int, float, float, float, float]:
-    """(n, mean, std, low, high) with Student's t interval; std and the interval are NaN for one value."""
+def mean_ci(values: pd.Series | np.ndarray) -> tuple[int, float, float, float, float]:
+    """(n, mean, std, low, high) with the 95% Student-t interval of analysis.population.ci95; NaN for one value."""
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     n = len(x)
@@ -41,7 +41,7 @@ def mean_ci(values: pd.Series | np.ndarray, confidence: float = 0.95) -> tuple[i
     if n == 1:
         return 1, mean, np.nan, np.nan, np.nan
     std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / np.sqrt(n)
+    half = float(ci95(pd.Series([std]), pd.Series([n])).iloc[0])
     return n, mean, std, mean - half, mean + half
 
 
