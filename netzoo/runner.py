@@ -157,7 +157,7 @@ def parse_devices(text) -> tuple[str, ...]:
     if text is None:
         text = "cuda" if torch.cuda.is_available() else "cpu"
     devices = [d.strip() for d in str(text).split(",") if d.strip()]
-    if devices == ["cuda"]:
+    if devices == ["cuda"] and torch.cuda.is_available():  # with no GPU, "cuda" is refused just below
         devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     for d in devices:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", d):

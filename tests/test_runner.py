@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from netzoo import claims as claims_mod
@@ -21,7 +22,7 @@ from netzoo import runner
 from netzoo.cli import cli
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
 from netzoo.results import completed_keys, load, part_name
-from netzoo.runner import Task, parse_shard, plan, run_job, run_tasks
+from netzoo.runner import Task, parse_devices, parse_shard, plan, run_job, run_tasks
 from netzoo.status import status_report
 from zoo_fixture import HEALTHY, SOURCES, digits_job, make_zoo
 
@@ -253,3 +254,10 @@ def test_cli_train_and_status(zoo, tmp_path):
 def test_status_of_an_empty_results_folder_shows_zero_totals(tmp_path):
     total = status_report(tmp_path).splitlines()[-1].split()
     assert total[0] == "total" and set(total[1:]) == {"0"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: --device cuda is valid here")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cpu,cuda:1"])
+def test_device_cuda_without_a_gpu_is_refused_not_silently_cpu(device):
+    with pytest.raises(NetzooError, match="no CUDA GPU is visible here; use --device cpu"):
+        parse_devices(device)
