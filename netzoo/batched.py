@@ -157,7 +157,8 @@ BATCH_DEVICE_TYPES = ("cuda",)
 def claim_seed_group(job, task, tasks: list, claims, device: str) -> list:
     """The other seeds of ``task``'s network among ``tasks`` that this worker could claim (their claims are
     now held), when the job allows batching them with it on ``device``; else []."""
-    from netzoo.runner import _complete, load_network
+    from netzoo.results import key_complete
+    from netzoo.runner import load_network
 
     if job.lenses or torch.device(device).type not in BATCH_DEVICE_TYPES:
         return []  # lenses attach hooks to one network: they need seeds trained one by one
@@ -167,7 +168,7 @@ def claim_seed_group(job, task, tasks: list, claims, device: str) -> list:
     group = []
     for sibling in siblings:
         if claims.acquire(sibling.key):
-            if _complete(job.results, sibling.key):
+            if key_complete(job.results, sibling.key):
                 claims.release(sibling.key)
             else:
                 group.append(sibling)

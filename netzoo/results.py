@@ -116,18 +116,40 @@ def scan(results_dir) -> Scan:
         found.corrupt.extend(bad)
         if not bad and all(p.exists() for p in parts):
             found.complete.add(key)
-    for path in sorted(networks.glob(f"{COMPACT_PREFIX}*.parquet")):
-        try:
-            keys = pq.read_table(path, columns=list(KEY))
-        except (OSError, pa.ArrowException) as exc:
-            log.warning("cannot read %s (%s): its keys count as not trained", path, exc)
-            found.corrupt.append(path)
-            continue
-        found.complete.update(zip(*(keys.column(c).to_pylist() for c in KEY)))
+    compacted, unreadable = _compact_keys(networks)
+    found.complete |= compacted
+    found.corrupt.extend(unreadable)
     if found.corrupt:
         log.warning("%d corrupt or truncated part file(s) under %s; their networks will be retrained: %s",
                     len(found.corrupt), results_dir, ", ".join(str(p) for p in found.corrupt[:5]))
     return found
+
+
+def _compact_keys(networks: Path) -> tuple[set[Key], list[Path]]:
+    """The keys held by the compact files of a networks folder, and the compact files that failed to read."""
+    keys, unreadable = set(), []
+    for path in sorted(networks.glob(f"{COMPACT_PREFIX}*.parquet")):
+        try:
+            table = pq.read_table(path, columns=list(KEY))
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("cannot read %s (%s): its keys count as not trained", path, exc)
+            unreadable.append(path)
+            continue
+        keys.update(zip(*(table.column(c).to_pylist() for c in KEY)))
+    return keys, unreadable
+
+
+def key_complete(results_dir, key: Key) -> bool:
+    """Whether ``key`` is complete now: its four parts whole, or its networks row in a compact file.
+
+    Cheap when nothing is compacted (four stats and footers); a worker calls it right after claiming a key,
+    because another worker may have trained it, and ``netzoo compact`` merged its parts, since the plan.
+    """
+    results_dir = Path(results_dir)
+    name = part_name(key)
+    if all((results_dir / t / name).exists() and part_ok(results_dir / t / name) for t in TABLES):
+        return True
+    return key in _compact_keys(results_dir / "networks")[0]
 
 
 def completed_keys(results_dir) -> set[Key]:

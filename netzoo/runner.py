@@ -431,7 +431,7 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
                 break
             if not claims.acquire(task.key):
                 outcome = Outcome(task.network, task.seed, "skipped", error="claimed by another worker")
-            elif _complete(job.results, task.key):
+            elif res.key_complete(job.results, task.key):
                 claims.release(task.key)
                 outcome = Outcome(task.network, task.seed, "skipped", error="already complete")
             else:
@@ -455,13 +455,6 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
     finally:
         claims.close()
     return outcomes
-
-
-def _complete(results_dir: Path, key) -> bool:
-    """Whether every part of ``key`` is on disk and whole (another worker may have just finished it)."""
-    name = res.part_name(key)
-    parts = [results_dir / t / name for t in ("epochs", "predictions", "layers", "networks")]
-    return all(p.exists() and res.part_ok(p) for p in parts)
 
 
 # --- running a job ---------------------------------------------------------------------------------
@@ -544,7 +537,7 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
     for proc in procs:
         proc.join()
     trained = list(outcomes.values())
-    lost = sum(1 for t in tasks if (t.network, t.seed) not in outcomes and not _complete(job.results, t.key))
+    lost = sum(1 for t in tasks if (t.network, t.seed) not in outcomes and not res.key_complete(job.results, t.key))
     return trained, lost
 
 

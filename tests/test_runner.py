@@ -228,6 +228,23 @@ def test_killed_run_resumes_without_duplicate_rows(zoo, tmp_path):
     assert not predictions.duplicated().any() and len(predictions) == len(HEALTHY) * 2 * 2 * 360
 
 
+def test_key_compacted_after_the_plan_is_skipped_not_trained_again(zoo, tmp_path):
+    """A worker walking a stale task list (planned before another worker trained a key and `netzoo
+    compact` merged its parts) must see the key complete in the compact files, not train it twice."""
+    from netzoo.compact import compact_results
+
+    job = digits_job(zoo, tmp_path, epochs=1)
+    tasks = plan(job)
+    first = [t for t in tasks if t.network == "Basic"]
+    assert [o.status for o in run_tasks(job, first)] == ["done"]
+    compact_results(tmp_path)
+    assert not list((tmp_path / "networks").glob("Basic--*.parquet"))  # only in a compact file now
+    again = run_tasks(job, first)
+    assert [(o.status, o.error) for o in again] == [("skipped", "already complete")]
+    on_disk = pd.read_parquet(tmp_path / "epochs")
+    assert len(on_disk) == 1 and not on_disk.duplicated(["network", "recipe_hash", "seed", "epoch"]).any()
+
+
 def test_status_counts_done_failed_diverged_and_left_per_family(trained, zoo, tmp_path):
     results, _ = trained
     report = status_report(results)
