@@ -30,6 +30,32 @@ def test_digits_split_is_stratified_fixed_and_normalised_by_train_statistics():
     assert record["split"].startswith("stratified 80/20") and record["test_class_counts"] == counts.tolist()
 
 
+def test_digits_split_is_cached_exactly_and_a_corrupt_cache_is_remade(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path)
+    fresh = datasets._split_digits()
+    first = load_dataset("digits")  # makes the cache
+    (cached,) = tmp_path.glob("digits-sklearn*.npz")
+    again = load_dataset("digits")  # reads it
+    for d in (first, again):
+        assert torch.equal(d.y_train, torch.from_numpy(fresh["y_train"]))
+        assert torch.equal(d.x_test, datasets._normalised(torch.from_numpy(fresh["x_test"]), d.mean, d.std))
+    cached.write_bytes(b"not a zip file")
+    remade = load_dataset("digits")
+    assert torch.equal(remade.x_train, first.x_train) and torch.equal(remade.y_test, first.y_test)
+    assert np.load(cached)["x_train"].shape == (1437, 1, 8, 8)
+
+
+def test_a_warm_digits_cache_spares_workers_the_scikit_learn_import(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys; from netzoo.datasets import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
+    env = {**os.environ, "NETZOO_CACHE": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    assert [r.stdout.strip() for r in runs] == ["True", "False"]
+
+
 def test_unknown_dataset_names_the_known_ones():
     with pytest.raises(DatasetError, match="digits, mnist, fashion-mnist, kmnist"):
         load_dataset("cifar10")
