@@ -7,7 +7,9 @@ network of each family by default, plus Basic), and trains it ``repeat`` times e
 1. the reference, the study's way: one network at a time, a ``torch.utils.data.DataLoader`` over the
    dataset (batch 25, shuffled, no workers), ``.item()`` on the loss every step, evaluation after each epoch
    through a DataLoader (batch 10) without ``no_grad``, torch's default threads;
-2. netzoo as users run it: ``netzoo.runner.run_job`` into a temporary results folder, all its workers.
+2. netzoo as users run it: ``netzoo.runner.run_job`` into a temporary results folder, all its workers;
+3. the same with ``--no-lenses``, for the lenses' overhead: netzoo's summed per-network time (training,
+   evaluation, writing) with the lenses over that without them.
 
 Each side of each repetition runs in a fresh Python process (``python -m netzoo.bench``), so its peak
 memory (``ru_maxrss`` of the process and of its largest child) is its own; its wall time covers loading
@@ -46,6 +48,7 @@ ACC_TOLERANCE = 0.05       # mean final test accuracies further apart than this 
 REFERENCE_EVAL_BATCH = 10  # the study evaluated through a DataLoader of batch 10
 SEED = 42                  # the study's training seed
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+NO_LENSES = "netzoo-no-lenses"  # the third side: netzoo with --no-lenses
 
 
 # --- the reference: the study's way ----------------------------------------------------------------
@@ -137,12 +140,13 @@ def device_name(device) -> str:
 class SideRun:
     """One repetition of one side: wall time, peak memory, accuracy."""
 
-    side: str                      # reference or netzoo
+    side: str                      # reference, netzoo or netzoo-no-lenses
     wall_s: float                  # loading the data + training every network of the sample
     network_epochs: int            # networks x epochs trained
     peak_rss_bytes: int            # max of the process's and its largest child's peak resident memory
     peak_device_bytes: int | None  # CUDA max_memory_allocated (None on CPU)
     mean_test_acc: float           # mean over the sample of the last epoch's test accuracy
+    task_s: float | None = None    # netzoo: sum of the networks' wall_time_s (no start-up, no planning)
 
     @property
     def network_epochs_per_s(self) -> float:
@@ -162,28 +166,30 @@ def run_side(side: str, zoo: str, names: list[str], dataset: str, data_root, epo
         data = load_dataset(dataset, root=data_root, device="cpu")  # the study kept data on the host
         accs = [train_reference(load_network(zoo, name), data, recipe, SEED, dev)[-1] for name in names]
         peak_device = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
-    elif side == "netzoo":
+    elif side in ("netzoo", NO_LENSES):
         from netzoo.results import load
         from netzoo.runner import TrainJob, run_job
 
         job = TrainJob.from_cli(zoo=Path(zoo), dataset=dataset, data_root=data_root, download=False,
                                 results=Path(results), epochs=epochs, networks=",".join(names), seeds=None,
                                 shard=None, workers=None, device=device, recipe=None, executor="local",
-                                address=None, gpus_per_task=None, lenses=True, quiet=True)
+                                address=None, gpus_per_task=None, lenses=side == "netzoo", quiet=True)
         summary = run_job(job)
         if summary.failed:
             raise NetzooError(f"netzoo bench: netzoo's run failed: {summary.line()}")
         tables = load(results, tables=["networks", "epochs"], epoch="last")
         accs = tables.epochs["test_acc"].tolist()
+        task_s = float(tables.networks["wall_time_s"].sum())
         peak_device = (int(tables.networks["peak_memory_bytes"].max()) if dev.type == "cuda" else None)
     else:
-        raise ValueError(f"side must be reference or netzoo, got {side!r}")
+        raise ValueError(f"side must be reference, netzoo or {NO_LENSES}, got {side!r}")
     wall = time.perf_counter() - start
     if len(accs) != len(names):
         raise NetzooError(f"netzoo bench: {side} trained {len(accs)} of the {len(names)} networks of the sample")
     peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # KiB on Linux
-    return SideRun(side, wall, len(names) * epochs, peak_kib * 1024, peak_device, sum(accs) / len(accs))
+    return SideRun(side, wall, len(names) * epochs, peak_kib * 1024, peak_device, sum(accs) / len(accs),
+                   task_s if side != "reference" else None)
 
 
 def _side_in_subprocess(side: str, **kwargs) -> SideRun:
@@ -225,6 +231,7 @@ class BenchResult:
     torch_version: str = torch.__version__
     date: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     load_before: str = ""          # the machine's load average when the benchmark started
+    no_lenses: list[SideRun] = field(default_factory=list)  # netzoo with --no-lenses, for the lenses' overhead
 
     @staticmethod
     def _median_spread(values: list[float]) -> tuple[float, float, float]:
@@ -244,6 +251,16 @@ class BenchResult:
         ref = statistics.median(r.mean_test_acc for r in self.reference)
         ours = statistics.median(r.mean_test_acc for r in self.netzoo)
         return abs(ref - ours) > ACC_TOLERANCE
+
+    def lenses_overhead(self) -> tuple[float, float] | None:
+        """(per-network time, wall time) of netzoo with lenses over without, minus 1, medians over the
+        repetitions; None when the no-lenses side was not run."""
+        if not self.no_lenses:
+            return None
+        med = statistics.median
+        task = med(r.task_s for r in self.netzoo) / med(r.task_s for r in self.no_lenses) - 1
+        wall = med(r.wall_s for r in self.netzoo) / med(r.wall_s for r in self.no_lenses) - 1
+        return task, wall
 
     @property
     def floor_s(self) -> float:
@@ -274,12 +291,19 @@ class BenchResult:
         ratios = self.ratios()
         median_netzoo = statistics.median(r.wall_s for r in self.netzoo)
         verdict = "VOID: the accuracies differ by more than {:.2f}".format(ACC_TOLERANCE) if self.void else "comparable"
-        return [
+        lines = [
             f"ratio (netzoo / reference throughput): {self.ratio:.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x)",
             f"accuracy: {verdict}",
             f"floor: {self.train_flops / 1e9:.2f} GFLOP of training at {self.matmul_flops_per_s / 1e9:.1f} GFLOP/s "
             f"(measured torch.mm) = {self.floor_s:.3f} s; netzoo takes {median_netzoo / self.floor_s:.0f}x the floor",
         ]
+        overhead = self.lenses_overhead()
+        if overhead is not None:
+            no_lenses = statistics.median(r.task_s for r in self.no_lenses)
+            lines.append(f"lenses overhead: {overhead[0]:+.1%} of netzoo's summed per-network time "
+                         f"({statistics.median(r.task_s for r in self.netzoo):.1f} s vs {no_lenses:.1f} s with "
+                         f"--no-lenses), {overhead[1]:+.1%} of its wall time")
+        return lines
 
     def table(self) -> str:
         """The comparison as plain text for the terminal."""
@@ -330,16 +354,18 @@ def run_benchmark(dataset: str = "digits", data_root=None, epochs: int = 4, repe
         n_train = len(load_dataset(dataset, root=data_root).x_train)
         common = dict(zoo=zoo, names=names, dataset=dataset, data_root=str(data_root) if data_root else None,
                       epochs=epochs, device=device)
-        reference, ours = [], []
-        for _ in range(repeat):  # interleaved, so slow drifts of the machine hit both sides alike
+        reference, ours, no_lenses = [], [], []
+        for _ in range(repeat):  # interleaved, so slow drifts of the machine hit every side alike
             reference.append(_side_in_subprocess("reference", **common))
             ours.append(_side_in_subprocess("netzoo", **common))
+            no_lenses.append(_side_in_subprocess(NO_LENSES, **common))
     result = BenchResult(
         dataset=dataset, epochs=epochs, device=device, device_name=device_name(device),
         threads=torch.get_num_threads(), sample=names,
         families=picked.groupby("family").size().to_dict(), reference=reference, netzoo=ours,
         matmul_flops_per_s=matmul_flops_per_s(device),
-        train_flops=float(picked["flops_train_step"].sum()) * n_train * epochs, load_before=load_before)
+        train_flops=float(picked["flops_train_step"].sum()) * n_train * epochs, load_before=load_before,
+        no_lenses=no_lenses)
     if doc is not None:
         write_section(doc, result.markdown())
     return result
@@ -361,7 +387,7 @@ def write_section(doc: str | Path, section: str) -> None:
 
 def read_section(doc: str | Path) -> dict:
     """The figures of the bench section of ``doc``: {'rows': {measure: (reference, netzoo)}, 'ratio': float,
-    'device': str}; raises NetzooError when the section is missing or malformed."""
+    'device': str, 'lenses_overhead': float or None}; raises NetzooError when the section is missing or malformed."""
     text = Path(doc).read_text()
     if START not in text or END not in text:
         raise NetzooError(f"{doc} has no bench section (markers {START} … {END}); run: netzoo bench")
@@ -372,7 +398,9 @@ def read_section(doc: str | Path) -> dict:
     device = re.search(r"Device: \*\*(.+?)\*\*", section)
     if not ratio or not device or "network-epochs/s" not in rows:
         raise NetzooError(f"{doc}: the bench section is malformed; rerun netzoo bench to rewrite it")
-    return {"rows": rows, "ratio": float(ratio.group(1)), "device": device.group(1)}
+    overhead = re.search(r"lenses overhead: ([+-][\d.]+)% of netzoo's summed per-network time", section)
+    return {"rows": rows, "ratio": float(ratio.group(1)), "device": device.group(1),
+            "lenses_overhead": float(overhead.group(1)) / 100 if overhead else None}
 
 
 # --- result volume: question 8 on a predictions table of the full study's size --------------------------

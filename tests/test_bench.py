@@ -34,6 +34,10 @@ def test_benchmark_runs_and_its_section_parses(tmp_path):
     assert section["device"].startswith("cpu") and section["ratio"] == pytest.approx(result.ratio, abs=0.01)
     assert {"network-epochs/s", "wall time (s)", "peak memory (MiB)", "mean final test accuracy"} <= set(section["rows"])
     assert "ratio (netzoo / reference throughput)" in result.table()
+    # the third side, netzoo with --no-lenses, gives the lenses' overhead
+    assert len(result.no_lenses) == 1 and result.no_lenses[0].task_s > 0 and result.netzoo[0].task_s > 0
+    task_overhead, _ = result.lenses_overhead()
+    assert section["lenses_overhead"] == pytest.approx(task_overhead, abs=0.001)
     # rewriting replaces the section in place
     write_section(doc, result.markdown())
     assert doc.read_text().count(START) == 1 and doc.read_text().count(END) == 1
