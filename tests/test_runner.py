@@ -203,6 +203,20 @@ def test_two_concurrent_workers_never_train_the_same_network(zoo, tmp_path):
     assert len(load(tmp_path / "results").networks) == len(tasks)
 
 
+def test_two_local_workers_train_every_key_once_this_process_first(zoo, tmp_path):
+    job = digits_job(zoo, tmp_path, epochs=1, seeds=(0, 1), networks=",".join(HEALTHY), workers=2)
+    summary = run_job(job)
+    keys = {(name, seed) for name in HEALTHY for seed in (0, 1)}
+    assert summary.count("done") == len(keys) and summary.lost == 0
+    assert {(o.network, o.seed) for o in summary.outcomes} == keys
+    on_disk = pd.read_parquet(tmp_path / "networks", columns=["network", "seed", "worker"])
+    assert len(on_disk) == len(keys) and set(zip(on_disk["network"], on_disk["seed"])) == keys
+    pids = {int(w.rsplit(":", 1)[1]) for w in on_disk["worker"]}
+    # this process is the first worker and starts at once; the spawned one joins when torch is loaded
+    # (with networks this small it may find nothing left)
+    assert os.getpid() in pids and len(pids) <= 2
+
+
 def test_killed_run_resumes_without_duplicate_rows(zoo, tmp_path):
     results = tmp_path / "results"
     args = [sys.executable, "-m", "netzoo.cli", "train", "--zoo", str(zoo), "--dataset", "digits", "--results",
