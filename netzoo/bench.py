@@ -302,7 +302,8 @@ class BenchResult:
             no_lenses = statistics.median(r.task_s for r in self.no_lenses)
             lines.append(f"lenses overhead: {overhead[0]:+.1%} of netzoo's summed per-network time "
                          f"({statistics.median(r.task_s for r in self.netzoo):.1f} s vs {no_lenses:.1f} s with "
-                         f"--no-lenses), {overhead[1]:+.1%} of its wall time")
+                         f"--no-lenses), {overhead[1]:+.1%} of its wall time; on a sample this small it includes "
+                         f"each worker's one-time scipy import (~1 s)")
         return lines
 
     def table(self) -> str:
