@@ -126,6 +126,7 @@ def _cached_digits_split() -> dict:
     """The digits split, from a .npz in the cache when there (importing scikit-learn costs ~1.5 s in every
     worker process); made with scikit-learn and cached otherwise. The file's name carries scikit-learn's
     version and the split's parameters, so a change of either makes a new one; an unreadable one is remade."""
+    import zipfile
     from importlib.metadata import version
 
     import numpy as np
@@ -135,7 +136,7 @@ def _cached_digits_split() -> dict:
     try:
         with np.load(path) as cached:
             return {k: cached[k] for k in ("x_train", "x_test", "y_train", "y_test")}
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass
     split = _split_digits()
     try:

@@ -420,6 +420,7 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
 
     from netzoo.batched import claim_seed_group, train_group
 
+    threads_before = torch.get_num_threads()  # restored at the end: run_job may run in a user's process
     if job.threads:
         torch.set_num_threads(job.threads)
     job.results.mkdir(parents=True, exist_ok=True)
@@ -455,6 +456,7 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
                 on_outcome(outcome)
     finally:
         claims.close()
+        torch.set_num_threads(threads_before)
     return outcomes
 
 

@@ -205,7 +205,9 @@ def test_two_concurrent_workers_never_train_the_same_network(zoo, tmp_path):
 
 def test_two_local_workers_train_every_key_once_this_process_first(zoo, tmp_path):
     job = digits_job(zoo, tmp_path, epochs=1, seeds=(0, 1), networks=",".join(HEALTHY), workers=2)
+    threads = torch.get_num_threads()
     summary = run_job(job)
+    assert torch.get_num_threads() == threads  # the caller's thread count is given back
     keys = {(name, seed) for name in HEALTHY for seed in (0, 1)}
     assert summary.count("done") == len(keys) and summary.lost == 0
     assert {(o.network, o.seed) for o in summary.outcomes} == keys
