@@ -55,13 +55,18 @@ def cli() -> None:
 @click.option("--classes", type=int, default=None, help="number of classes, with --input-shape (default 10)")
 @click.option("--seed", type=int, default=None, help="generation seed (default: the spec's)")
 @click.option("--out", type=PATH, default=None, help="output folder (default zoo/<dataset or shape>)")
+@click.option("--dropout", type=float, default=None,
+              help="Dropout(p) after every activation of every network, p in [0, 1) (default: the spec's)")
+@click.option("--batch-norm/--no-batch-norm", default=None,
+              help="BatchNorm after every hidden weight layer, or none (default: the spec's)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def generate(spec, dataset, input_shape, classes, seed, out, quiet) -> None:
+def generate(spec, dataset, input_shape, classes, seed, out, dropout, batch_norm, quiet) -> None:
     """Render every network of a spec into DIR/<Name>.py and DIR/manifest.parquet.
 
     Example:
 
         netzoo generate --dataset mnist --out zoo/mnist
+        netzoo generate --dataset digits --dropout 0.2 --batch-norm --out zoo/digits-bn-dropout
     """
     from netzoo.generate import generate_zoo
 
@@ -70,7 +75,7 @@ def generate(spec, dataset, input_shape, classes, seed, out, quiet) -> None:
     if classes is not None and not input_shape:
         raise click.UsageError("--classes goes with --input-shape (a dataset knows its classes)")
     manifest = generate_zoo(spec=spec, dataset=dataset, input_shape=_shape(input_shape), classes=classes,
-                            seed=seed, out=out, progress=not quiet)
+                            seed=seed, out=out, progress=not quiet, dropout=dropout, batch_norm=batch_norm)
     click.echo(f"{len(manifest)} networks -> {manifest.attrs['zoo_dir']}/ (manifest.parquet)")
 
 

@@ -192,6 +192,22 @@ def test_dropout_and_batch_norm_overrides_render_layers_and_fill_the_manifest(tm
     assert any(isinstance(m, nn.BatchNorm2d) for m in modules) and any(isinstance(m, nn.Dropout) for m in modules)
 
 
+def test_cli_dropout_and_batch_norm_flags_reach_the_files_and_bad_dropout_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from netzoo.cli import cli
+
+    result = CliRunner().invoke(cli, ["generate", "--spec", str(TINY), "--out", str(tmp_path / "bn"),
+                                      "--dropout", "0.1", "--batch-norm", "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "bn")
+    assert set(manifest["dropout"]) == {0.1} and set(manifest["batch_norm"]) == {True}
+    assert "nn.Dropout(p=0.1)" in (tmp_path / "bn" / "LinearReLU_1.py").read_text()
+    result = CliRunner().invoke(cli, ["generate", "--spec", str(TINY), "--out", str(tmp_path / "bad"),
+                                      "--dropout", "1.5", "--quiet"])
+    assert result.exit_code != 0 and "dropout=1.5 is not allowed; give a probability in [0, 1)" in str(result.exception)
+
+
 def test_without_out_the_zoo_goes_to_zoo_dataset_or_shape(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     generate_zoo(TINY, progress=False)
