@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -485,11 +486,14 @@ def _resolve_target(dataset, input_shape, classes) -> tuple[str, tuple[int, int,
 
 def generate_zoo(spec: str | Path = "default", dataset: str | None = None, input_shape=None, classes=None,
                  seed: int | None = None, out: str | Path | None = None, progress: bool = True,
-                 dropout: float | None = None, batch_norm: bool | None = None) -> pd.DataFrame:
+                 dropout: float | None = None, batch_norm: bool | None = None,
+                 networks: Collection[str] | None = None) -> pd.DataFrame:
     """Render every network of ``spec`` into ``out/<Name>.py`` and ``out/manifest.parquet``; return the manifest.
 
     Each rendered file is imported, built and run forward on the target shape before its costs are measured;
     a failure raises GenerationError naming the network. ``dropout``/``batch_norm`` override the spec's.
+    ``networks``: render only these (named as in the whole zoo, with the same architectures); a name the
+    spec does not make raises SpecError.
     """
     from dataclasses import replace
 
@@ -513,6 +517,14 @@ def generate_zoo(spec: str | Path = "default", dataset: str | None = None, input
     out.mkdir(parents=True, exist_ok=True)
 
     plans = plan_zoo(zoo_spec, shape, n_classes, seed)
+    if networks is not None:
+        wanted = set(networks)
+        unknown = sorted(wanted - {plan.name for plan in plans})
+        if unknown:
+            raise SpecError(f"spec {zoo_spec.name!r} makes no network named {', '.join(unknown[:5])}"
+                            f"{' …' if len(unknown) > 5 else ''}; list its networks with: netzoo generate --spec "
+                            f"{spec} then netzoo zoo list --zoo DIR")
+        plans = [plan for plan in plans if plan.name in wanted]
     env = _environment()
     rows = []
     bar = _progress(plans, progress, f"generate {zoo_spec.name} -> {out}")

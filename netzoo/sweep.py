@@ -68,13 +68,17 @@ def _manifest(zoo: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def _generate(out: Path, quiet: bool, **kwargs) -> pd.DataFrame:
-    """Generate a zoo into ``out`` once; a zoo already there (a rerun) is reused."""
-    if (out / "manifest.parquet").is_file():
-        return pd.read_parquet(out / "manifest.parquet")
+def _generate(out: Path, quiet: bool, networks: list[str] | None = None, **kwargs) -> pd.DataFrame:
+    """Generate a zoo into ``out`` once (only ``networks`` of it, when given); a zoo already there that holds
+    them is reused (a rerun), one that lacks some is generated again with the union."""
     from netzoo.generate import generate_zoo
 
-    return generate_zoo(out=out, progress=not quiet, **kwargs)
+    if (out / "manifest.parquet").is_file():
+        manifest = pd.read_parquet(out / "manifest.parquet")
+        if networks is None or set(networks) <= set(manifest["network"]):
+            return manifest
+        networks = sorted(set(manifest["network"]) | set(networks))
+    return generate_zoo(out=out, progress=not quiet, networks=networks, **kwargs)
 
 
 def variant_name(recipe: Recipe) -> str:
@@ -83,9 +87,11 @@ def variant_name(recipe: Recipe) -> str:
     return "-".join(parts) or "plain"
 
 
-def zoo_for(recipe: Recipe, zoo: Path, manifest: pd.DataFrame, results: Path, quiet: bool) -> Path:
+def zoo_for(recipe: Recipe, zoo: Path, manifest: pd.DataFrame, results: Path, quiet: bool,
+            names: list[str] | None = None) -> Path:
     """The zoo a recipe trains: ``zoo`` itself when its dropout and batch norm match the recipe, else a variant
-    generated from the same spec, seed and input shape with the recipe's dropout and batch norm."""
+    generated from the same spec, seed and input shape with the recipe's dropout and batch norm (only the
+    networks ``names``, when given: a few networks of a 1001-network spec render in seconds, not minutes)."""
     has_dropout = float(manifest["dropout"].iloc[0]) if "dropout" in manifest else 0.0
     has_bn = bool(manifest["batch_norm"].iloc[0]) if "batch_norm" in manifest else False
     if (has_dropout, has_bn) == (recipe.dropout, recipe.batch_norm):
@@ -93,8 +99,8 @@ def zoo_for(recipe: Recipe, zoo: Path, manifest: pd.DataFrame, results: Path, qu
     spec, seed = manifest["spec"].iloc[0], int(manifest["seed"].iloc[0])
     shape = tuple(int(x) for x in str(manifest["input_shape"].iloc[0]).split("x"))
     out = results / "zoos" / f"{Path(str(spec)).stem}-{variant_name(recipe)}"
-    _generate(out, quiet, spec=spec, input_shape=shape, classes=int(manifest["classes"].iloc[0]), seed=seed,
-              dropout=recipe.dropout, batch_norm=recipe.batch_norm)
+    _generate(out, quiet, networks=names, spec=spec, input_shape=shape, classes=int(manifest["classes"].iloc[0]),
+              seed=seed, dropout=recipe.dropout, batch_norm=recipe.batch_norm)
     return out
 
 
@@ -151,7 +157,7 @@ def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, dat
         if epochs is not None:
             recipe = recipe.replace(epochs=epochs)
         steps = math.ceil(train_size / recipe.batch_size) if train_size else None
-        summary.runs.append(RecipeRun(recipe, zoo_for(recipe, zoo, manifest, results, quiet), steps))
+        summary.runs.append(RecipeRun(recipe, zoo_for(recipe, zoo, manifest, results, quiet, names), steps))
     if not quiet:
         print(f"sweep {grid.name}: {len(summary.runs)} recipes x {len(names)} networks "
               f"({', '.join(names[:4])}{', …' if len(names) > 4 else ''})")

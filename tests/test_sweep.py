@@ -55,6 +55,32 @@ def test_a_recipe_matching_the_zoo_trains_the_zoo_itself(tmp_path):
     assert variant_name(Recipe(dropout=0.3)) == "dropout0.3" and variant_name(Recipe(batch_norm=True)) == "bn"
 
 
+def test_a_variant_zoo_renders_only_the_selected_networks_and_grows_when_a_sweep_needs_more(tmp_path):
+    from netzoo.generate import generate_zoo
+
+    whole = generate_zoo("depth-width", dataset="digits", out=tmp_path / "zoo", progress=False)
+    dropout = Recipe(dropout=0.2, batch_norm=True)  # the depth-width spec has batch norm on
+    variant = zoo_for(dropout, tmp_path / "zoo", whole, tmp_path / "results", quiet=True, names=["LinearReLU_3"])
+    assert variant != tmp_path / "zoo" and sorted(p.name for p in variant.glob("*.py")) == ["LinearReLU_3.py"]
+    rendered = (variant / "LinearReLU_3.py").read_text()
+    assert "Dropout(p=0.2)" in rendered
+    # same architecture as in the whole zoo: only the dropout layers differ
+    again = pd.read_parquet(variant / "manifest.parquet").set_index("network").loc["LinearReLU_3"]
+    original = whole.set_index("network").loc["LinearReLU_3"]
+    assert again["params"] == original["params"] and list(again["widths"]) == list(original["widths"])
+    zoo_for(dropout, tmp_path / "zoo", whole, tmp_path / "results", quiet=True, names=["LinearReLU_1"])
+    assert sorted(pd.read_parquet(variant / "manifest.parquet")["network"]) == ["LinearReLU_1", "LinearReLU_3"]
+    assert (variant / "LinearReLU_3.py").read_text() == rendered
+
+
+def test_generating_a_network_the_spec_does_not_make_names_it(tmp_path):
+    from netzoo.errors import SpecError
+    from netzoo.generate import generate_zoo
+
+    with pytest.raises(SpecError, match="makes no network named LinearReLU_99"):
+        generate_zoo("depth-width", dataset="digits", out=tmp_path, progress=False, networks=["LinearReLU_99"])
+
+
 def test_a_selection_that_matches_nothing_names_the_zoos_families():
     manifest = pd.DataFrame({"network": ["Conv2dReLU_1"], "family": ["Conv2d"], "activation": ["ReLU"]})
     with pytest.raises(RecipeError, match="matches no network of the zoo; its families: Conv2d"):
