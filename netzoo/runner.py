@@ -462,7 +462,7 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
 
 # --- running a job ---------------------------------------------------------------------------------
 def worker_slots(job: TrainJob, n_tasks: int) -> list[tuple[str, int]]:
-    """(device, intra-op threads) of each worker process.
+    """(device, intra-op threads) of each worker: the first is this process (``run_local``), the others spawn.
 
     GPUs: one worker per device (``--workers K`` spreads K over them). CPU: one single-threaded worker per
     core, the fastest split measured on 2 cores (docs/benchmarks.md: 2 workers x 1 thread beats 1 x 2).
