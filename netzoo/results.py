@@ -16,6 +16,7 @@ the part, the newer).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -125,17 +126,24 @@ def scan(results_dir) -> Scan:
     return found
 
 
+@functools.lru_cache(maxsize=1024)
+def _keys_in_compact_file(path: Path, mtime_ns: int, size: int) -> frozenset[Key]:
+    """The keys of one compact networks file, read once per process (compact files are written once, under a
+    new name; the stat in the cache key catches any rewrite). A failed read raises and is not cached."""
+    table = pq.read_table(path, columns=list(KEY))
+    return frozenset(zip(*(table.column(c).to_pylist() for c in KEY)))
+
+
 def _compact_keys(networks: Path) -> tuple[set[Key], list[Path]]:
     """The keys held by the compact files of a networks folder, and the compact files that failed to read."""
     keys, unreadable = set(), []
     for path in sorted(networks.glob(f"{COMPACT_PREFIX}*.parquet")):
         try:
-            table = pq.read_table(path, columns=list(KEY))
+            stat = path.stat()
+            keys |= _keys_in_compact_file(path, stat.st_mtime_ns, stat.st_size)
         except (OSError, pa.ArrowException) as exc:
             log.warning("cannot read %s (%s): its keys count as not trained", path, exc)
             unreadable.append(path)
-            continue
-        keys.update(zip(*(table.column(c).to_pylist() for c in KEY)))
     return keys, unreadable
 
 
