@@ -118,34 +118,40 @@ def variance_by_width(tables, recipe: str | None = None) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).sort_values(["width", "seed", "neuron"], ignore_index=True)
 
 
+def _regress(runs: pd.DataFrame, x: str, y: str, log_x: bool, log_y: bool):
+    """scipy's linregress of y on x (each optionally logged) over runs with both values (and > 0 where logged):
+    (result or None when under 3 points or one x value, points used)."""
+    ok = runs[[x, y]].astype(float).dropna()
+    logged = [c for c, log in ((x, log_x), (y, log_y)) if log]
+    ok = ok[(ok[logged] > 0).all(axis=1)]
+    if len(ok) < 3 or ok[x].nunique() < 2:
+        return None, len(ok)
+    xs, ys = (np.log(ok[x]) if log_x else ok[x]), (np.log(ok[y]) if log_y else ok[y])
+    return stats.linregress(xs, ys), len(ok)
+
+
+def _line(fit, n: int) -> dict:
+    if fit is None:
+        return {"slope": np.nan, "intercept": np.nan, "r2": np.nan, "n": n}
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2), "n": n}
+
+
 def log_fit(runs: pd.DataFrame, y: str = "var_sum", x: str = "width") -> dict:
     """Least-squares fit y = intercept + slope * ln(x) over every run: slope, intercept, r2, n."""
-    ok = runs[[x, y]].astype(float).dropna()
-    ok = ok[ok[x] > 0]
-    if len(ok) < 3 or ok[x].nunique() < 2:
-        return {"slope": np.nan, "intercept": np.nan, "r2": np.nan, "n": len(ok)}
-    fit = stats.linregress(np.log(ok[x]), ok[y])
-    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2), "n": len(ok)}
+    return _line(*_regress(runs, x, y, log_x=True, log_y=False))
 
 
 def linear_fit(runs: pd.DataFrame, y: str = "dead_neurons", x: str = "width") -> dict:
     """Least-squares fit y = intercept + slope * x over every run: slope, intercept, r2, n."""
-    ok = runs[[x, y]].astype(float).dropna()
-    if len(ok) < 3 or ok[x].nunique() < 2:
-        return {"slope": np.nan, "intercept": np.nan, "r2": np.nan, "n": len(ok)}
-    fit = stats.linregress(ok[x], ok[y])
-    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2), "n": len(ok)}
+    return _line(*_regress(runs, x, y, log_x=False, log_y=False))
 
 
 def power_fit(runs: pd.DataFrame, y: str = "var_sum", x: str = "width") -> dict:
     """Least-squares fit ln y = ln(scale) + exponent * ln x over runs with y > 0: scale, exponent, r2 (log-log), n."""
-    ok = runs[[x, y]].astype(float).dropna()
-    ok = ok[(ok[x] > 0) & (ok[y] > 0)]
-    if len(ok) < 3 or ok[x].nunique() < 2:
-        return {"scale": np.nan, "exponent": np.nan, "r2": np.nan, "n": len(ok)}
-    fit = stats.linregress(np.log(ok[x]), np.log(ok[y]))
-    return {"scale": float(np.exp(fit.intercept)), "exponent": float(fit.slope), "r2": float(fit.rvalue ** 2),
-            "n": len(ok)}
+    fit, n = _regress(runs, x, y, log_x=True, log_y=True)
+    if fit is None:
+        return {"scale": np.nan, "exponent": np.nan, "r2": np.nan, "n": n}
+    return {"scale": float(np.exp(fit.intercept)), "exponent": float(fit.slope), "r2": float(fit.rvalue ** 2), "n": n}
 
 
 def plateau_width(summary: pd.DataFrame, stat: str = METRIC, within: float = 0.01) -> int | None:
