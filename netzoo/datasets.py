@@ -5,15 +5,18 @@ load_dataset() decodes a dataset once, normalises it, and returns tensors alread
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from netzoo.errors import DatasetError
+from netzoo.idx import IdxFile, corrupt, decompress, gz_problem, idx_problem
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,9 @@ CACHE_DIR = Path(os.environ.get("NETZOO_CACHE", "~/.cache/netzoo")).expanduser()
 
 # torchvision class name (also its folder under the root) of each torchvision dataset.
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-              "t10k-labels-idx1-ubyte")
+# Images per split, the same for MNIST, Fashion-MNIST and KMNIST (yann.lecun.com/exdb/mnist,
+# github.com/zalandoresearch/fashion-mnist, github.com/rois-codh/kmnist); "t10k" is the test split's file prefix.
+SPLIT_SIZES = {"train": 60000, "t10k": 10000}
 
 
 @dataclass
@@ -139,13 +143,16 @@ def _cached_digits_split() -> dict:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass
     split = _split_digits()
+    tmp = path.with_name(f".tmp-{path.stem}-{os.getpid()}.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.stem}-{os.getpid()}.npz")
         np.savez(tmp, **split)
         os.replace(tmp, path)
-    except OSError as exc:  # a read-only cache only costs the speed-up
+    except OSError as exc:  # a read-only or full cache only costs the speed-up
         log.debug("cannot cache the digits split at %s: %s", path, exc)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return split
 
 
@@ -173,70 +180,135 @@ def _writable(folder: Path) -> bool:
     return bool(folder.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)) and os.access(folder, os.W_OK)
 
 
-def _prepare_raw(folder: str, root: Path) -> Path:
-    """A root whose ``folder/raw`` holds the uncompressed IDX files torchvision reads, or a DatasetError.
+def published_files(name: str) -> tuple[IdxFile, ...]:
+    """The four raw files of a torchvision dataset as published: the shape each holds, and the md5 of each
+    .gz read from torchvision's own list (``torchvision.datasets.MNIST.resources`` and its kin's)."""
+    import torchvision.datasets as tvd
 
-    torchvision decompresses next to the .gz files; when ``root`` is read-only (e.g. a shared copy) the .gz
-    files are linked into ~/.cache/netzoo/<folder> and decompressed there.
+    md5 = {gz.removesuffix(".gz"): digest for gz, digest in getattr(tvd, _TORCHVISION[name]).resources}
+    _, rows, cols = dataset_info(name).input_shape
+    files = []
+    for split, count in SPLIT_SIZES.items():
+        files.append(IdxFile(f"{split}-images-idx3-ubyte", (count, rows, cols), md5[f"{split}-images-idx3-ubyte"]))
+        files.append(IdxFile(f"{split}-labels-idx1-ubyte", (count,), md5[f"{split}-labels-idx1-ubyte"]))
+    return tuple(files)
+
+
+def _checked_raw_files(folder: str, root: Path, files: tuple[IdxFile, ...]) -> dict[str, Path]:
+    """A whole, decompressed copy of each of ``files``, decided per file, or a DatasetError naming the file.
+
+    ``root/folder/raw/<name>`` is used when its header and size are right (a damaged one beside a good .gz is
+    logged and made again). Otherwise ``<name>.gz`` must match its published md5 and is decompressed next to
+    itself or, when raw is read-only, into the cache, under the md5 of the bytes it came from: no other
+    source is ever served from there. Every file is checked before any is decompressed.
     """
     raw = root / folder / "raw"
-    if all((raw / f).is_file() for f in _IDX_FILES):
-        return root
-    if not all((raw / f"{f}.gz").is_file() for f in _IDX_FILES):
-        missing = [f"{f}.gz" for f in _IDX_FILES if not (raw / f"{f}.gz").is_file() and not (raw / f).is_file()]
-        raise DatasetError(
-            f"No {folder} under {raw} (looked for {', '.join(missing)}). Pass --download, or --data-root to "
-            f"a folder that holds {folder}/raw (e.g. --data-root ../shared/datasets).")
-    target_root = root
-    if not _writable(raw):
-        target_root = CACHE_DIR / folder
-        log.info("%s is read-only: using a decompressed copy of %s in %s", raw, folder, target_root / folder / "raw")
-        cache_raw = target_root / folder / "raw"
-        cache_raw.mkdir(parents=True, exist_ok=True)
-        for f in _IDX_FILES:
-            link = cache_raw / f"{f}.gz"
-            if not link.exists():
-                tmp = cache_raw / f".tmp-{f}.gz-{os.getpid()}"
-                tmp.symlink_to((raw / f"{f}.gz").resolve())
-                os.replace(tmp, link)
-        raw = cache_raw
-    for f in _IDX_FILES:
-        if not (raw / f).is_file():
-            tmp = raw / f".tmp-{f}-{os.getpid()}"
-            with gzip.open(raw / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp, raw / f)  # atomic: a concurrent worker never reads half a file
-    return target_root
+    missing = [f.name for f in files if not (raw / f.name).is_file() and not (raw / f"{f.name}.gz").is_file()]
+    if missing:
+        raise DatasetError(_missing_message(folder, raw, missing, everything=len(missing) == len(files)))
+    paths, to_decompress = {}, []
+    for f in files:
+        plain, gz = raw / f.name, raw / f"{f.name}.gz"
+        if plain.is_file():
+            problem = idx_problem(plain, f)
+            if problem is None:
+                paths[f.name] = plain
+                continue
+            if not gz.is_file():
+                raise corrupt(plain, problem)
+            log.warning("%s is corrupt (%s): decompressing %s again", plain, problem, gz.name)
+        problem = gz_problem(gz, f)
+        if problem is not None:
+            raise corrupt(gz, problem)
+        to_decompress.append(f)
+    cached = bool(to_decompress) and not _writable(raw)
+    if cached:
+        log.info("%s is read-only: using decompressed copies of its .gz files in %s", raw, CACHE_DIR / "idx")
+    for f in to_decompress:
+        # In the cache, under the md5 just checked: the same bytes, wherever they lie, give the same file.
+        target = CACHE_DIR / "idx" / f.gz_md5 / f.name if cached else raw / f.name
+        if not (cached and target.is_file() and idx_problem(target, f) is None):
+            decompress(raw / f"{f.name}.gz", target, f)
+        paths[f.name] = target
+    return paths
 
 
-def _load_torchvision(info: DatasetInfo, root, download: bool) -> Dataset:
-    """MNIST, Fashion-MNIST or KMNIST through torchvision.datasets, normalised (MNIST: the study's 0.1307/0.3081)."""
-    import torch
+def _missing_message(folder: str, raw: Path, missing: list[str], everything: bool) -> str:
+    """'No MNIST under …' or '… is incomplete: no …', naming every missing file, then the fix."""
+    names = ", ".join(f"{name} (nor {name}.gz)" for name in missing)
+    head = f"No {folder} under {raw} (looked for {names})." if everything else f"{raw} is incomplete: no {names}."
+    return (f"{head} Pass --download, or --data-root to a folder that holds {folder}/raw "
+            f"(e.g. --data-root ../shared/datasets).")
+
+
+def _download(info: DatasetInfo, root: Path, files: tuple[IdxFile, ...]) -> None:
+    """Fetch the published .gz files through torchvision (its mirrors, its md5 check) into a temporary folder
+    under ``root/<folder>/raw``, then move in each one that is missing there or fails its md5.
+
+    Nothing half-downloaded is left behind: the temporary folder goes on success and on failure."""
     import torchvision.datasets as tvd
 
     folder = _TORCHVISION[info.name]
-    root = Path(root).expanduser() if root is not None else DEFAULT_ROOT
-    cls = getattr(tvd, folder)
-    if download and not all((root / folder / "raw" / f"{f}.gz").is_file() for f in _IDX_FILES) \
-            and not all((root / folder / "raw" / f).is_file() for f in _IDX_FILES):
-        root.mkdir(parents=True, exist_ok=True)
+    raw = root / folder / "raw"
+    existing = next(p for p in (raw, *raw.parents) if p.exists())
+    if not existing.is_dir() or not _writable(existing):
+        raise DatasetError(f"Cannot download {info.name} into {raw}: {existing} is read-only or not a folder. "
+                           f"Pass --data-root to a writable folder, or copy {folder}/raw/*.gz there by hand.")
+    raw.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-download-", dir=raw))
+    try:
         try:
-            cls(str(root), train=True, download=True)
-            cls(str(root), train=False, download=True)
+            getattr(tvd, folder)(str(staging), train=False, download=True)  # downloads all four files
         except Exception as exc:  # network errors come in many types
-            raise DatasetError(f"Downloading {info.name} into {root} failed: {exc}. Copy {folder}/raw/*.gz "
+            reason = " ".join(str(exc).split()).rstrip(".")  # torchvision's message spans several lines
+            raise DatasetError(f"Downloading {info.name} into {root} failed ({reason}). Copy {folder}/raw/*.gz "
                                f"there by hand, or pass --data-root to a folder that holds them.") from None
-    usable = _prepare_raw(folder, root)
-    train, test = cls(str(usable), train=True), cls(str(usable), train=False)
-    x_train = train.data.to(torch.float32).div_(255)[:, None]  # (60000, 1, 28, 28) in [0, 1]
-    x_test = test.data.to(torch.float32).div_(255)[:, None]
+        for f in files:
+            fetched, gz = staging / folder / "raw" / f"{f.name}.gz", raw / f"{f.name}.gz"
+            if not gz.is_file() or gz_problem(gz, f) is not None:
+                problem = gz_problem(fetched, f) if fetched.is_file() else "missing"
+                if problem is not None:
+                    raise DatasetError(f"Downloading {info.name} gave a corrupt {f.name}.gz ({problem}); nothing "
+                                       f"was replaced. Try again later, or copy {folder}/raw/*.gz into {root} "
+                                       f"by hand.")
+                os.replace(fetched, gz)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _load_torchvision(info: DatasetInfo, root, download: bool) -> Dataset:
+    """MNIST, Fashion-MNIST or KMNIST, each raw file checked, normalised (MNIST: the study's 0.1307/0.3081).
+
+    The files are read with torchvision's IDX readers, never through its dataset classes, which would read
+    a stale ``processed/`` folder left by torchvision < 0.8 instead of the checked raw files."""
+    import torch
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    folder = _TORCHVISION[info.name]
+    root = Path(root).expanduser() if root is not None else DEFAULT_ROOT
+    files = published_files(info.name)
+    try:
+        try:
+            paths = _checked_raw_files(folder, root, files)
+        except DatasetError:
+            if not download:
+                raise
+            _download(info, root, files)
+            paths = _checked_raw_files(folder, root, files)
+    except OSError as exc:  # an unreadable folder or file
+        raise DatasetError(f"Cannot read {exc.filename or root}: {exc.strerror or exc}. Pass --data-root to a "
+                           f"folder that holds {folder}/raw.") from None
+    x_train = read_image_file(str(paths["train-images-idx3-ubyte"])).to(torch.float32).div_(255)[:, None]
+    x_test = read_image_file(str(paths["t10k-images-idx3-ubyte"])).to(torch.float32).div_(255)[:, None]
+    y_train = read_label_file(str(paths["train-labels-idx1-ubyte"]))  # int64
+    y_test = read_label_file(str(paths["t10k-labels-idx1-ubyte"]))
     if info.name == "mnist":
         mean, std, how = MNIST_MEAN, MNIST_STD, "the study's"
     else:
         mean, std, how = float(x_train.mean()), float(x_train.std()), "train statistics"
     return Dataset(
-        name=info.name, x_train=_normalised(x_train, mean, std), y_train=train.targets.to(torch.int64),
-        x_test=_normalised(x_test, mean, std), y_test=test.targets.to(torch.int64),
+        name=info.name, x_train=_normalised(x_train, mean, std), y_train=y_train,
+        x_test=_normalised(x_test, mean, std), y_test=y_test,
         classes=info.classes, input_shape=info.input_shape, mean=mean, std=std,
         split=f"the official train/test split ({len(x_train)}/{len(x_test)}); normalisation: {how}",
-        source=f"{info.source} from {usable / folder / 'raw'}")
+        source=f"{info.source} from {root / folder / 'raw'}")
