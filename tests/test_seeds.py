@@ -146,12 +146,17 @@ def test_per_network_counts_a_failed_run_from_the_networks_table_as_dropped():
     assert out.loc["A", ["n_seeds", "seeds_dropped", "mean"]].tolist() == [1, 1, pytest.approx(0.8)]
 
 
-def test_the_exam_and_the_seed_report_share_one_mean_and_interval():
-    from analysis.population import mean_over_seeds
+def test_the_exam_and_the_seed_report_give_one_mean_and_interval_over_the_same_seeds():
+    from analysis.population import population
+    from synthetic import from_curves
 
-    epochs = _runs({("A", 0): [0.8], ("A", 1): [0.9], ("A", 2): [0.7]})
-    exam_row = mean_over_seeds(epochs, ["network"], ["test_balanced_acc"]).iloc[0]
-    seeds_row = per_network(epochs).iloc[0]
+    tables = from_curves({("A", 0): [0.5, 0.8], ("A", 1): [0.5, 0.9], ("A", 2): [0.7], ("A", 3): [0.1]})
+    for frame in (tables.networks, tables.epochs):  # seed 2 stopped early at epoch 1, seed 3 diverged there
+        frame.loc[frame["seed"] == 2, "status"] = "stopped_early"
+        frame.loc[frame["seed"] == 3, "status"] = "diverged"
+    exam_row = population(tables).set_index("network").loc["A"]
+    seeds_row = per_network(tables.epochs, networks=tables.networks).set_index("network").loc["A"]
     assert exam_row["n_seeds"] == seeds_row["n_seeds"] == 3
-    assert exam_row["test_balanced_acc_mean"] == pytest.approx(seeds_row["mean"])
+    assert exam_row["seeds_dropped"] == seeds_row["seeds_dropped"] == 1
+    assert exam_row["test_balanced_acc_mean"] == pytest.approx(seeds_row["mean"]) == pytest.approx(0.8)
     assert exam_row["test_balanced_acc_ci95"] == pytest.approx(seeds_row["ci95_high"] - seeds_row["mean"])
