@@ -30,7 +30,7 @@ DIVERGING = "NaNNet_1"  # its outputs are NaN: every run of it diverges at epoch
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The four healthy fixture networks and the NaN one, seeds 0 and 1, 2 epochs on digits: 8 runs answer, 2 diverge."""
+    """The four healthy fixture networks and the NaN one, seeds 0 and 1, 2 epochs on digits: 8 runs answer, 2 do not."""
     root = tmp_path_factory.mktemp("diverged")
     zoo = make_zoo(root / "zoo", names=HEALTHY + (DIVERGING,))
     summary = run_job(digits_job(zoo, root / "results", seeds=(0, 1)))
