@@ -1,7 +1,8 @@
 """What the study asked but could not answer: Pareto fronts, ensembles, and agreement between families.
 
 Pure functions over the result tables, like analysis.exam (one recipe, seed means where a number is per
-network). Ensembles and agreement read the predictions of one epoch (default the last).
+network, runs that diverged or failed left out and counted in ``attrs["left_out"]``). Ensembles and agreement
+read the predictions of one epoch (default: each run's last).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.population import BASIC, COSTS, METRIC, for_recipe, population, resolve_epoch
+from analysis.population import BASIC, COSTS, METRIC, final_epochs, population, recipe_answers
 from netzoo.errors import ResultsError
 
 PARETO_COSTS = ("params", "memory", "train_time_s", "flops_forward")
@@ -47,7 +48,7 @@ def pareto_fronts(tables, costs=PARETO_COSTS, metric: str = METRIC, epoch: int |
     if not parts:
         raise ResultsError(f"None of the costs {list(costs)} is in the results; known: {', '.join(COSTS)}.")
     out = pd.concat(parts, ignore_index=True)
-    out.attrs.update(metric=metric)
+    out.attrs.update(metric=metric, left_out=pop.attrs["left_out"])
     return out
 
 
@@ -61,11 +62,10 @@ def _scores(pred: np.ndarray, label: np.ndarray, classes: int) -> tuple[float, f
 
 def ensemble_runs(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | None = None,
                   recipe: str | None = None) -> dict[str, list[tuple[str, int]]]:
-    """The runs (network, seed) each ensemble draws from: "best": the k_max best networks (each its best
-    seed), "basic": Basic's runs by seed."""
-    tables = for_recipe(tables, recipe)
-    epoch = resolve_epoch(tables.epochs, epoch)
-    at = tables.epochs[tables.epochs["epoch"] == epoch]
+    """The runs (network, seed) each ensemble draws from, among the runs that answered: "best": the k_max best
+    networks (each its best seed), "basic": Basic's runs by seed. At ``epoch`` (default: each run's last)."""
+    tables, _ = recipe_answers(tables, recipe)
+    at = final_epochs(tables.epochs, epoch)
     ranked = at.sort_values([metric, "network", "seed"], ascending=[False, True, True])
     best = ranked.drop_duplicates("network").head(k_max)
     basic = at[at["network"] == BASIC].sort_values("seed").head(k_max)
@@ -78,17 +78,18 @@ def ensembles(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | Non
     """Test accuracy of the ensemble (mean of probabilities) of the k best networks and of k Basic runs
     with different seeds, k = 1..k_max: kind, k, added (the run added at k), test_acc, test_balanced_acc,
     best_single (the best single run's metric) and gain (ensemble metric - best_single).
-    Needs the predictions' probs at the epoch: ``predictions`` (at least the ensembles' runs) or the tables'."""
-    tables = for_recipe(tables, recipe)
-    runs = ensemble_runs(tables, k_max, metric, epoch, recipe)
+    Needs the predictions' probs at the epoch: ``predictions`` (at least the ensembles' runs) or the tables'.
+    Runs that diverged or failed are never members (``attrs["left_out"]`` counts them)."""
+    tables, left_out = recipe_answers(tables, recipe)
+    runs = ensemble_runs(tables, k_max, metric, epoch)
     preds = tables.predictions if predictions is None else predictions
     if "recipe_hash" in preds.columns and len(tables.networks):
         preds = preds[preds["recipe_hash"].isin(tables.networks["recipe_hash"].unique())]
     if preds.empty or "probs" not in preds.columns:
         raise ResultsError("Ensembles need the predictions table with its probs column "
                            "(netzoo train writes it for every network).")
-    if "epoch" in preds.columns and preds["epoch"].nunique() > 1:
-        preds = preds[preds["epoch"] == resolve_epoch(preds, epoch)]
+    if "epoch" in preds.columns:
+        preds = final_epochs(preds, epoch)
     wanted = pd.MultiIndex.from_tuples(sorted(set(runs["best"] + runs["basic"])), names=["network", "seed"])
     keyed = pd.MultiIndex.from_arrays([preds["network"], preds["seed"].astype(int)])
     chosen = preds[keyed.isin(wanted)].sort_values(["network", "seed", "sample"])
@@ -112,7 +113,7 @@ def ensembles(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | Non
     single = frame[frame["k"] == 1].set_index("kind")[metric]
     frame["best_single"] = single.max()
     frame["gain"] = frame[metric] - frame["best_single"]
-    frame.attrs.update(metric=metric)
+    frame.attrs.update(metric=metric, left_out=left_out)
     return frame
 
 
@@ -120,13 +121,14 @@ def ensembles(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | Non
 def agreement(tables, epoch: int | None = None, recipe: str | None = None) -> pd.DataFrame:
     """For each pair of families: how often a network of one and a network of the other get the same
     samples wrong. both_wrong: expected samples both get wrong (distinct pairs within a family);
-    jaccard: both_wrong / expected samples either gets wrong; wrong_a, wrong_b: mean samples wrong."""
-    tables = for_recipe(tables, recipe)
+    jaccard: both_wrong / expected samples either gets wrong; wrong_a, wrong_b: mean samples wrong. Over the runs
+    that answered, at ``epoch`` (default: each run's last); ``attrs["left_out"]``: runs left out."""
+    tables, left_out = recipe_answers(tables, recipe)
     preds = tables.predictions
     if preds.empty:
         raise ResultsError("Agreement needs the predictions table (written by netzoo train).")
-    if "epoch" in preds.columns and preds["epoch"].nunique() > 1:
-        preds = preds[preds["epoch"] == resolve_epoch(preds, epoch)]
+    if "epoch" in preds.columns:
+        preds = final_epochs(preds, epoch)
     families = tables.networks.drop_duplicates("network").set_index("network")["family"]
     names = sorted(families.unique())
     run_family = families.reindex(preds["network"].unique())
@@ -152,7 +154,9 @@ def agreement(tables, epoch: int | None = None, recipe: str | None = None) -> pd
             rows.append({"family_a": a, "family_b": b, "networks_a": int(n[i]), "networks_b": int(n[j]),
                          "wrong_a": wrong_a, "wrong_b": wrong_b, "both_wrong": both,
                          "jaccard": both / either if either else np.nan})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(left_out=left_out)
+    return frame
 
 
 def report_sections(tables, ensemble_predictions: pd.DataFrame | None = None) -> list:

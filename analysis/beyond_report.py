@@ -6,7 +6,7 @@ from functools import partial
 
 from analysis import beyond, charts
 from analysis.exam_report import collect, names, num, pct
-from analysis.population import METRIC, label, population
+from analysis.population import METRIC, label, left_out_note, population
 from analysis.section import Section
 
 GROUP = "Beyond the study"
@@ -23,7 +23,8 @@ def _pareto(tables, key, title, question):
         parts.append(f"{cost}: {len(front)} networks, up to {cheapest_best['network']} "
                      f"({pct(cheapest_best[value])} at {num(cheapest_best['cost_value'])})")
     common = set.intersection(*(set(f["network"]) for _, f in fronts.groupby("cost")))
-    finding = ("Pareto fronts — " + "; ".join(parts) + f". On every front: {names(sorted(common))}.")
+    finding = ("Pareto fronts — " + "; ".join(parts) + f". On every front: {names(sorted(common))}."
+               + left_out_note(fronts.attrs["left_out"]))
     return [Section(key, title, question, finding, fronts, figures, group=GROUP)]
 
 
@@ -41,6 +42,7 @@ def _ensembles(tables, key, title, question, predictions=None):
         last = basic.iloc[-1]
         finding += (f" {int(last['k'])} Basic runs with different seeds together score {pct(last[METRIC])} "
                     f"(one: {pct(basic.iloc[0][METRIC])}).")
+    finding += left_out_note(ens.attrs["left_out"])
     figure = charts.ensemble_lines(ens, METRIC, "Ensembles (mean probabilities) against the best single network")
     return [Section(key, title, question, finding, ens, [figure], group=GROUP)]
 
@@ -54,6 +56,7 @@ def _agreement(tables, key, title, question):
         finding = (f"Most alike in their mistakes: {most['family_a']} and {most['family_b']} (Jaccard "
                    f"{most['jaccard']:.2f}, {most['both_wrong']:.1f} samples wrong in common); least alike: "
                    f"{least['family_a']} and {least['family_b']} ({least['jaccard']:.2f}).")
+    finding += left_out_note(agr.attrs["left_out"])
     figure = charts.agreement_heatmap(agr, "How often two networks get the same samples wrong, per family pair")
     return [Section(key, title, question, finding, agr, [figure], group=GROUP)]
 

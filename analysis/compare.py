@@ -21,11 +21,14 @@ METRIC = "test_balanced_acc"
 
 
 def network_accuracy(epochs: pd.DataFrame, networks: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Per network (and recipe): mean final ``metric`` over seeds, with family, activation and params."""
-    summary = per_network(epochs, metric)
+    """Per network (and recipe): mean final ``metric`` over the seeds that answered (``per_network``), with family,
+    activation and params; ``attrs["left_out"]``: runs left out (diverged or failed)."""
+    summary = per_network(epochs, metric, networks=networks)
     attrs = networks.drop_duplicates("network").set_index("network")[["family", "activation", "params"]]
-    return summary.join(attrs, on="network")[["network", "recipe", "family", "activation", "params", "mean",
-                                              "n_seeds"]]
+    out = summary.join(attrs, on="network")[["network", "recipe", "family", "activation", "params", "mean",
+                                             "n_seeds"]]
+    out.attrs.update(left_out=summary.attrs["left_out"])
+    return out
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -126,6 +129,8 @@ def compare_text(results_a, results_b, out=None, limit: int = 10) -> str:
         f"{names[0]} ({results_a}) vs {names[1]} ({results_b}): {len(pairs)} networks in both",
         f"mean balanced accuracy {pairs['acc_a'].mean():.3f} vs {pairs['acc_b'].mean():.3f}; "
         f"Spearman rank correlation over all networks {overall['spearman_rho']:.3f}",
+        f"runs left out (diverged or failed): {acc_a.attrs['left_out']} on {names[0]}, "
+        f"{acc_b.attrs['left_out']} on {names[1]}",
         "", "rank correlation of networks by accuracy, per family:", rho.round(4).to_string(index=False),
         "", f"{held} of {len(both)} findings hold on both datasets (same sign). The strongest that hold:",
         _strongest(both[both["holds_on_both"]], limit),

@@ -3,7 +3,8 @@
 The study's metaphor: networks are students, epochs are attempts, test samples are questions. Every function
 takes the tables (``netzoo.results.load``'s ResultTables or any object with networks/epochs/predictions/layers
 frames), answers one recipe (``recipe``: default the one with the most runs) and uses seed means
-(see analysis.population). ``answer(question, results_dir)`` loads only what a question needs (CLI ``exam``).
+(see analysis.population). Runs that diverged or failed are left out of every answer, and each answer says how
+many in ``attrs["left_out"]``. ``answer(question, results_dir)`` loads only what a question needs (CLI ``exam``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def q1_attempts(tables, metric: str = METRIC, thresholds=THRESHOLDS, good: float
     counts["gold_stars"] = counts["good"].astype(bool) & (value >= gold - 1e-12)
     out = counts.groupby("epoch").agg(networks=("epoch", "size"), **{c: (c, "sum") for c in counts.columns[1:]})
     out = out.astype("int64").reset_index()
-    out.attrs.update(metric=metric, good=good, gold=gold)
+    out.attrs.update(metric=metric, good=good, gold=gold, left_out=curves.attrs["left_out"])
     return out
 
 
@@ -63,7 +64,7 @@ def by_group(pop: pd.DataFrame, value: str) -> pd.DataFrame:
     out = pd.concat(parts, ignore_index=True)
     out[["networks", "gold_stars"]] = out[["networks", "gold_stars"]].astype("int64")
     out = out[["group", "family", "activation", "networks", "gold_stars", "median", "q25", "q75", "min", "max"]]
-    out.attrs.update(value=value)
+    out.attrs.update(value=value, left_out=pop.attrs.get("left_out", 0))
     return out
 
 
@@ -121,12 +122,16 @@ def q7_late_bloomers(tables, metric: str = METRIC, early=(1, 2), top: float = 0.
                               values=f"{metric}_mean", observed=True)
     early = [e for e in early if e in wide.columns and e < epoch]
     if not early or epoch not in wide.columns:
-        return pd.DataFrame(columns=["network", "family", "activation"])
+        empty = pd.DataFrame(columns=["network", "family", "activation"])
+        empty.attrs.update(left_out=curves.attrs["left_out"])
+        return empty
     below = np.logical_and.reduce([wide[e] < wide[e].median() for e in early])
     bloom = wide[below & (wide[epoch] >= wide[epoch].quantile(top))]
     bloom = bloom.sort_values(epoch, ascending=False)
     bloom.columns = [f"{metric}_epoch_{e}" for e in bloom.columns]
-    return bloom.reset_index()
+    bloom = bloom.reset_index()
+    bloom.attrs.update(left_out=curves.attrs["left_out"])
+    return bloom
 
 
 def q7_rank_stability(tables, metric: str = METRIC, recipe: str | None = None) -> pd.DataFrame:
@@ -136,7 +141,9 @@ def q7_rank_stability(tables, metric: str = METRIC, recipe: str | None = None) -
     wide = curves.pivot(index="network", columns="epoch", values=f"{metric}_mean")
     corr = wide.corr(method="spearman")
     corr.index.name, corr.columns.name = "epoch_a", "epoch_b"
-    return corr.stack().rename("spearman").reset_index()
+    out = corr.stack().rename("spearman").reset_index()
+    out.attrs.update(left_out=curves.attrs["left_out"])
+    return out
 
 
 def settled_epoch(stability: pd.DataFrame, threshold: float = 0.9) -> int | None:
@@ -154,7 +161,7 @@ def settled_epoch(stability: pd.DataFrame, threshold: float = 0.9) -> int | None
 
 # --- 9. the best network -------------------------------------------------------------------------
 def best_network(pop: pd.DataFrame, metric: str = METRIC) -> pd.Series:
-    """The population row with the highest seed-mean metric."""
+    """The population row with the highest seed-mean metric (``population`` holds answering runs only)."""
     if pop.empty:
         raise ResultsError("No network has a result at this epoch: nothing to rank.")
     return pop.loc[pop[f"{metric}_mean"].idxmax()]
@@ -175,7 +182,8 @@ def q9_best_percentiles(tables, metric: str = METRIC, epoch: int | None = None,
                      "percentile": 100.0 * np.mean(values <= mine + 1e-12), "median": np.median(values),
                      "best_of_class": values.max(), "networks_better": int(np.sum(values > mine + 1e-12))})
     out = pd.DataFrame(rows)
-    out.attrs.update(network=best["network"], metric=metric, value=best[f"{metric}_mean"])
+    out.attrs.update(network=best["network"], metric=metric, value=best[f"{metric}_mean"],
+                     left_out=pop.attrs["left_out"])
     return out
 
 
@@ -203,13 +211,13 @@ def q10_best_vs_basic(tables, metric: str = METRIC, epoch: int | None = None,
                      "best_ci95": float(best[ci]) if ci in pop.columns and ci != column else np.nan,
                      "basic_ci95": float(basic[ci]) if ci in pop.columns and ci != column else np.nan})
     out = pd.DataFrame(rows)
-    out.attrs.update(best=best["network"], basic=basic["network"], metric=metric)
+    out.attrs.update(best=best["network"], basic=basic["network"], metric=metric, left_out=pop.attrs["left_out"])
     return out
 
 
 # --- the CLI's front door ------------------------------------------------------------------------
 QUESTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "pareto", "ensembles", "agreement")
-_PREDICTION_COLUMNS = ["network", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]
+_PREDICTION_COLUMNS = ["network", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]  # pred: "Int64"
 
 
 def answer(question: str | int, results_dir: Path | str, epoch: int | None = None, recipe: str | None = None,
@@ -243,7 +251,11 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
         return simple[question](tables, epoch=epoch, **kw)
     if question == "1":
         curves = q1_attempts(tables, **kw)
-        return curves if epoch is None else curves[curves["epoch"] <= epoch].reset_index(drop=True)
+        if epoch is None:
+            return curves
+        shown = curves[curves["epoch"] <= epoch].reset_index(drop=True)
+        shown.attrs = dict(curves.attrs)
+        return shown
     return q7_late_bloomers(tables, epoch=epoch, **kw)
 
 

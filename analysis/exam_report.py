@@ -1,6 +1,7 @@
 """The exam's report sections: each question's answer (from analysis.exam), its charts and its finding in words.
 
-Every number shown or written here comes from an analysis function; this module only picks and phrases.
+Every number shown or written here comes from an analysis function; this module only picks and phrases. Each
+finding ends by saying how many runs the answer left out (diverged or failed: ``left_out_note``).
 A question that cannot be answered from these tables (no predictions, no Basic network) becomes a section of
 the group "Skipped" whose finding says why; the report lists those at the end.
 """
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import charts, exam
-from analysis.population import BASIC, GOLD, GOOD, METRIC, as_tables, basic_row, label, population
+from analysis.population import BASIC, GOLD, GOOD, METRIC, as_tables, basic_row, label, left_out_note, population
 from analysis.samples import q8_counts
 from analysis.section import Section
 from netzoo.errors import NetzooError
@@ -62,7 +63,7 @@ def _q1(tables, key, title, question):
     finding = (f"At epoch {int(last['epoch'])}, {int(last['reached_80'])} of {int(last['networks'])} networks "
                f"reached ≥80% and {int(last['reached_99'])} reached ≥99%; {int(pop['good'].sum())} are good "
                f"(≥{pct(GOOD)} at every epoch) and {len(stars)} are gold stars (good and ≥{pct(GOLD)} at the last "
-               f"epoch): {names(stars)}.")
+               f"epoch): {names(stars)}." + left_out_note(q1.attrs["left_out"]))
     return [Section(key, title, question, finding, q1, [charts.attempts(q1, "Networks at or above each accuracy, per epoch")])]
 
 
@@ -87,6 +88,7 @@ def _q2(tables, key, title, question):
     if basic is not None:
         beaten = float((pop[value] > basic[value]).mean())
         finding += f" {BASIC} scores {pct(basic[value])}; {pct(beaten)} of networks beat it."
+    finding += left_out_note(pop.attrs["left_out"])
     ref = None if basic is None else float(basic[value])
     figures = [charts.distribution(pop, value, "Test accuracy per family and per activation (gold stars: ★)", reference=ref),
                charts.cell_grid(summary, "Median test accuracy per cell (family × activation)", fmt=".3f")]
@@ -111,6 +113,7 @@ def _cost_builder(cost: str):
                         f"{num(pop[value].median())} for all networks.")
         if basic is not None:
             finding += f" {BASIC}: {num(basic[value])}."
+        finding += left_out_note(pop.attrs["left_out"])
         ref = None if basic is None else float(basic[value])
         name = label(cost)
         figures = [charts.distribution(pop, value, f"{name[0].upper()}{name[1:]} per family and per activation "
@@ -139,6 +142,7 @@ def _q7(tables, key, title, question):
                     f"after epoch {settled}.")
     else:
         finding += "The ranking still moves at the last epoch (Spearman with the final ranking < 0.90 before it)."
+    finding += left_out_note(curves.attrs["left_out"])
     figures = [charts.curves(curves, f"{METRIC}_mean", "Test accuracy per epoch: one line per network"),
                charts.rank_heatmap(stability, "Rank correlation of networks between epochs")]
     return [Section(key, title, question, finding, bloomers, figures)]
@@ -164,11 +168,11 @@ def _q8(tables, key, title, question):
     counts = q8_counts(samples)
     n = samples.attrs["samples"]
     by_kind = dict(zip(counts["kind"], counts["samples"]))
-    finding = (f"Of {n} test samples answered by {samples.attrs['voters']} networks: {by_kind['easy']} easy (every "
-               f"network right), {by_kind['weird']} weird (>{pct(samples.attrs['wrong_share'])} wrong, agreeing "
+    finding = (f"Of {n} test samples answered by {samples.attrs['voters']} runs: {by_kind['easy']} easy (every "
+               f"run right), {by_kind['weird']} weird (>{pct(samples.attrs['wrong_share'])} wrong, agreeing "
                f"≥{pct(samples.attrs['agree_share'])} on one wrong class), {by_kind['confusing']} confusing (no "
                f"class has a majority). Thresholds: wrong share {samples.attrs['wrong_share']}, agreement "
-               f"{samples.attrs['agree_share']}.")
+               f"{samples.attrs['agree_share']}." + left_out_note(samples.attrs["left_out"]))
     images, why = test_images(tables)
     sections = [Section(key, title, question, finding, counts)]
     for kind in ("weird", "confusing", "easy"):  # the long list of easy samples last
@@ -197,7 +201,7 @@ def _q9(tables, key, title, question):
     finding = (f"The best network is {q9.attrs['network']} ({pct(q9.attrs['value'])}). It is at or above the 90th "
                f"percentile in {top} of {len(q9)} classes; its weakest standing is class {int(weakest['class'])} "
                f"(recall {pct(weakest['accuracy'])}, percentile {weakest['percentile']:.0f}, "
-               f"{int(weakest['networks_better'])} networks better).")
+               f"{int(weakest['networks_better'])} networks better)." + left_out_note(q9.attrs["left_out"]))
     figure = charts.percentiles(q9, f"{q9.attrs['network']}: percentile among all networks per class")
     return [Section(key, title, question, finding, q9, [figure])]
 
@@ -207,7 +211,8 @@ def _q10(tables, key, title, question):
     by = q10.set_index("measure")
     parts = [f"{m} ×{by.loc[m, 'ratio']:.3g}" for m in ("params", "memory", "ops", "train_time_s") if m in by.index]
     finding = (f"{q10.attrs['best']} scores {pct(by.loc[METRIC, 'best'])} against {q10.attrs['basic']}'s "
-               f"{pct(by.loc[METRIC, 'basic'])} (×{by.loc[METRIC, 'ratio']:.3f}), at {', '.join(parts)} of Basic's cost.")
+               f"{pct(by.loc[METRIC, 'basic'])} (×{by.loc[METRIC, 'ratio']:.3f}), at {', '.join(parts)} of "
+               f"Basic's cost." + left_out_note(q10.attrs["left_out"]))
     figure = charts.ratios(q10, f"{q10.attrs['best']} / {q10.attrs['basic']}")
     return [Section(key, title, question, finding, q10, [figure])]
 

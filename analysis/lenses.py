@@ -7,7 +7,9 @@ These pure functions answer those questions on any results folder (tables in, Da
 separate functions returning a Figure). A network has a *width axis* when it is a one-hidden-layer MLP
 (two Linear weight layers): its width is the hidden layer's width, its activation layer is the hidden one.
 Every statistic is read at each run's last recorded epoch; with several seeds, per-width values are the
-mean and the standard deviation over seeds, and peak widths are found per seed, then summarised.
+mean and the standard deviation over seeds, and peak widths are found per seed, then summarised. The width
+study and the normality question leave out runs that diverged or failed (``answering_runs``; counted in
+``attrs["left_out"]``); the health table keeps them: their gradients are what it diagnoses.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 from scipy import stats
 
-from analysis.population import METRIC, as_tables, for_recipe
+from analysis.population import METRIC, answering_runs, as_tables, for_recipe, left_out_note
 from analysis.section import Section
 
 RUN = ["network", "recipe_hash", "seed"]
@@ -77,16 +79,20 @@ def width_runs(tables, recipe: str | None = None) -> pd.DataFrame:
     tables = as_tables(tables)
     if tables.layers.empty or tables.networks.empty:
         return pd.DataFrame(columns=RUN_COLUMNS)
-    tables = for_recipe(tables, recipe)
+    tables, left_out = answering_runs(for_recipe(tables, recipe))
     axis = width_axis(tables.networks)
     acts = activation_layers(tables.layers)
     acts = acts[~acts["layer"].str.contains("#")].sort_values(RUN + ["layer"])
     hidden = acts.drop_duplicates(RUN).drop(columns=["width"]).merge(axis, on="network", how="inner")
     if hidden.empty:
-        return pd.DataFrame(columns=RUN_COLUMNS)
+        empty = pd.DataFrame(columns=RUN_COLUMNS)
+        empty.attrs.update(left_out=left_out)
+        return empty
     hidden = hidden.merge(_accuracy(tables.epochs), on=RUN, how="left")
     hidden["dead_neurons"] = (hidden["dead_fraction"] * hidden["width"]).round().astype("int64")
-    return hidden[RUN_COLUMNS].sort_values(["activation", "width", "seed"], ignore_index=True)
+    out = hidden[RUN_COLUMNS].sort_values(["activation", "width", "seed"], ignore_index=True)
+    out.attrs.update(left_out=left_out)
+    return out
 
 
 def width_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -199,10 +205,12 @@ def normality_accuracy(tables, recipe: str | None = None) -> pd.DataFrame:
     tables = as_tables(tables)
     if tables.layers.empty or tables.networks.empty:
         return pd.DataFrame(columns=RUN + ["family", "activation", "shapiro_w", METRIC])
-    tables = for_recipe(tables, recipe)
+    tables, left_out = answering_runs(for_recipe(tables, recipe))
     w = activation_layers(tables.layers).groupby(RUN, observed=True)["shapiro_w"].mean().reset_index()
     identity = tables.networks[RUN + ["family", "activation"]].drop_duplicates(RUN)
-    return identity.merge(w, on=RUN).merge(_accuracy(tables.epochs), on=RUN, how="left")
+    out = identity.merge(w, on=RUN).merge(_accuracy(tables.epochs), on=RUN, how="left")
+    out.attrs.update(left_out=left_out)
+    return out
 
 
 def rank_correlation(frame: pd.DataFrame, x: str = "shapiro_w", y: str = METRIC) -> dict:
@@ -219,7 +227,8 @@ def health(tables, recipe: str | None = None, dead: float = DEAD_LAYER, vanishin
            exploding: float = EXPLODING) -> pd.DataFrame:
     """Runs with a layer over ``dead`` dead, a mean gradient norm under ``vanishing``, or a max over ``exploding``.
 
-    At each run's last epoch. Columns: network, recipe_hash, seed, family, activation, problems (e.g.
+    At each run's last epoch, every run trained: a run that diverged is kept (its exploding gradients are what
+    this table is for). Columns: network, recipe_hash, seed, family, activation, problems (e.g.
     "dead, vanishing"), dead_layer, max_dead_fraction, vanishing_layer, min_grad_norm, exploding_layer,
     max_grad_norm. One row per unhealthy run, worst layers named; empty when every run is healthy.
     """
@@ -417,7 +426,8 @@ def _width_sections(tables) -> list[Section]:
                  f"{int(largest['width'])}{over}: the median neuron's variance is largest at width {int(top['width'])} "
                  f"({top['var_q50_mean']:.3g}), then shifts towards 0, {top['var_q50_mean'] / largest['var_q50_mean']:.3g}× "
                  f"smaller at width {int(largest['width'])} ({largest['var_q50_mean']:.3g}); the mean variance goes from "
-                 f"{top['var_mean_mean']:.3g} to {largest['var_mean_mean']:.3g}."),
+                 f"{top['var_mean_mean']:.3g} to {largest['var_mean_mean']:.3g}."
+                 + left_out_note(runs.attrs["left_out"])),
         table=summary[["activation", "width", "n_seeds", "var_mean_mean", "var_mean_std", "var_q50_mean",
                        "var_sum_mean", "var_sum_std"]].round(5),
         figures=[variance_ridge_chart(variances)],
@@ -507,7 +517,8 @@ def report_sections(tables) -> list[Section]:
         return []
     sections = _width_sections(tables)
     if not sections:  # no width axis: the normality question across the whole population only
-        population = normality_accuracy(tables).dropna(subset=["shapiro_w", METRIC])
+        everyone = normality_accuracy(tables)
+        population = everyone.dropna(subset=["shapiro_w", METRIC])
         corr = rank_correlation(population)
         if corr["n"] >= 3:
             by_family = population.groupby("family")[["shapiro_w", METRIC]].median().round(3).reset_index()
@@ -515,7 +526,8 @@ def report_sections(tables) -> list[Section]:
                 key="lenses-normality", title="Normality vs accuracy", group="Inside the networks",
                 question="Do networks whose per-neuron variances look more normal (Shapiro-Wilk W) test better?",
                 finding=(f"Across {corr['n']} runs, Shapiro W (mean over a network's activation layers) and test "
-                         f"accuracy have Spearman ρ = {corr['rho']:.2f} (p = {corr['p']:.2g})."),
+                         f"accuracy have Spearman ρ = {corr['rho']:.2f} (p = {corr['p']:.2g})."
+                         + left_out_note(everyone.attrs["left_out"])),
                 table=by_family, figures=[normality_scatter_chart(population)],
             ))
     return sections + [_health_section(tables)]

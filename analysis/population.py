@@ -2,12 +2,17 @@
 
 Results are keyed by (network, recipe_hash, seed). The exam answers one recipe at a time (``recipe``: a name
 or hash; default the recipe with the most runs) and, where a network was trained with several seeds, uses
-the mean over seeds with a 95% confidence interval: columns ``<value>_mean``, ``<value>_ci95`` and ``n_seeds``.
+the mean over seeds with a 95% confidence interval: columns ``<value>_mean``, ``<value>_ci95``, ``n_seeds``
+(the runs counted) and ``seeds_dropped`` (the network's other runs under that recipe).
+
+A run that diverged or failed is not an answer, at any epoch: ``answering_runs`` drops it, every analysis calls
+it, and each answer says how many runs it left out (``frame.attrs["left_out"]``). Without an epoch, every run
+counts with its last recorded epoch (``final_epochs``): a run stopped early answers with the epoch it stopped at.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -31,6 +36,8 @@ COSTS = {  # cost column -> axis label with its unit
 }
 LABELS = {"test_balanced_acc": "test accuracy (mean per-class recall)", "test_acc": "test accuracy",
           **COSTS}
+RUN = ["network", "recipe_hash", "seed"]              # one training run
+ANSWERING = ("done", "stopped_early")                 # statuses of runs whose numbers are answers
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,8 @@ class Tables:
 
     networks: pd.DataFrame
     epochs: pd.DataFrame
-    predictions: pd.DataFrame
-    layers: pd.DataFrame
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def as_tables(tables) -> Tables:
@@ -49,6 +56,67 @@ def as_tables(tables) -> Tables:
         return tables
     return Tables(*(getattr(tables, name, None) if getattr(tables, name, None) is not None else pd.DataFrame()
                     for name in ("networks", "epochs", "predictions", "layers")))
+
+
+# --- which runs answer: one rule for every analysis --------------------------------------------------
+def _run_columns(*frames: pd.DataFrame) -> list[str]:
+    """The run key columns (of RUN) that every non-empty frame holding ``network`` has."""
+    frames = [f for f in frames if len(f.columns) and "network" in f.columns]
+    return [c for c in RUN if all(c in f.columns for f in frames)]
+
+
+def _runs_of(frame: pd.DataFrame, columns: list[str]) -> pd.MultiIndex:
+    return pd.MultiIndex.from_frame(frame[columns].astype({"seed": "int64"} if "seed" in columns else {}))
+
+
+def answering_runs(tables) -> tuple[Tables, int]:
+    """The tables without the runs that are not answers, and how many runs were left out.
+
+    A run (network, recipe_hash, seed) is left out, from every table and at every epoch, when its networks row
+    says diverged or failed (any status but done and stopped_early) or any of its epochs says diverged: its
+    predictions are null or meaningless (argmax of NaN) and its accuracies are not measurements. Every
+    analysis that counts runs calls this first (after ``for_recipe``) and reports the count, e.g. in
+    ``frame.attrs["left_out"]`` and with ``left_out_note`` in a finding. Frames without a status column
+    (hand-built tables) leave nothing out.
+    """
+    tables = as_tables(tables)
+    frames = {name: getattr(tables, name) for name in ("networks", "epochs", "predictions", "layers")}
+    judged = [f for f in (frames["networks"], frames["epochs"]) if len(f) and "status" in f.columns]
+    columns = _run_columns(*judged)
+    if not judged or "network" not in columns:
+        return tables, 0
+    bad = pd.concat([f.loc[~f["status"].isin(ANSWERING), columns] for f in judged], ignore_index=True)
+    bad = bad.drop_duplicates()
+    if bad.empty:
+        return tables, 0
+    left_out = _runs_of(bad, columns)
+    kept = {}
+    for name, frame in frames.items():
+        if frame.empty or not set(columns) <= set(frame.columns):  # no run key here: nothing to drop by
+            kept[name] = frame
+            continue
+        suspect = frame["network"].isin(bad["network"].unique())  # cheap first pass: 40M prediction rows
+        drop = np.zeros(len(frame), dtype=bool)
+        if suspect.any():
+            drop[suspect.to_numpy()] = _runs_of(frame[suspect], columns).isin(left_out)
+        kept[name] = frame[~drop]
+    return Tables(**kept), len(left_out)
+
+
+def left_out_note(left_out: int) -> str:
+    """A finding's closing words on the runs an answer left out: ' 2 runs left out (diverged or failed).' or ''."""
+    if not left_out:
+        return ""
+    return f" {left_out} run{'s' if left_out != 1 else ''} left out (diverged or failed)."
+
+
+def recipe_answers(tables, recipe: str | None = None) -> tuple[Tables, int]:
+    """``answering_runs(for_recipe(tables, recipe))``; raises ResultsError when no run of the recipe answers."""
+    tables, left_out = answering_runs(for_recipe(tables, recipe))
+    if left_out and tables.networks.empty and tables.epochs.empty:
+        raise ResultsError(f"No run answers: all {left_out} runs of this recipe diverged or failed "
+                           f"(netzoo status lists them); train with a recipe under which they converge.")
+    return tables, left_out
 
 
 def label(column: str) -> str:
@@ -101,7 +169,19 @@ def resolve_epoch(epochs: pd.DataFrame, epoch: int | None) -> int:
     return int(epoch)
 
 
-# --- means over seeds -----------------------------------------------------------------------------
+# --- means over seeds: the one rule the exam, the seed report and compare share ------------------
+def final_epochs(epochs: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
+    """The rows at ``epoch``, or each run's last recorded epoch when None (a run stopped early answers with the
+    epoch it stopped at). Works on epochs, predictions and layers frames."""
+    if epochs.empty or epoch is not None:
+        return epochs if epochs.empty else epochs[epochs["epoch"] == epoch]
+    if epochs["epoch"].nunique() == 1:  # e.g. loaded with epoch="last" and no run stopped early
+        return epochs
+    columns = _run_columns(epochs)
+    last = epochs.groupby(columns, observed=True)["epoch"].transform("max")
+    return epochs[epochs["epoch"] == last]
+
+
 def ci95(std: pd.Series, n: pd.Series) -> pd.Series:
     """Half-width of the 95% Student-t confidence interval of a mean (NaN with one seed)."""
     n = n.astype(float)
@@ -109,22 +189,45 @@ def ci95(std: pd.Series, n: pd.Series) -> pd.Series:
     return pd.Series(np.where(n > 1, t * std / np.sqrt(n), np.nan), index=std.index)
 
 
-def mean_over_seeds(frame: pd.DataFrame, by: list[str], values: list[str]) -> pd.DataFrame:
-    """One row per ``by`` group: ``n_seeds`` and, for each value, ``<value>_mean`` and ``<value>_ci95``."""
+def mean_over_seeds(frame: pd.DataFrame, by: list[str], values: list[str], runs: pd.DataFrame | None = None,
+                    std: bool = False) -> pd.DataFrame:
+    """One row per ``by`` group of ``frame`` (one row per run: answering runs at one epoch each): ``n_seeds``,
+    ``seeds_dropped`` and, for each value, ``<value>_mean``, ``<value>_ci95`` (and ``<value>_std`` with ``std``).
+
+    ``n_seeds``: the runs counted. ``seeds_dropped``: the group's runs in ``runs`` (e.g. the networks table
+    before ``answering_runs``: every run trained) that are not counted: diverged, failed, or no row at that
+    epoch; 0 without ``runs``. The interval is Student's t over the runs whose value is not null
+    (``ci95``; NaN with one). The exam (``population``) and the seed report (``analysis.seeds.per_network``)
+    both compute their means here.
+    """
     grouped = frame.groupby(by, sort=True, observed=True)
     out = grouped.size().rename("n_seeds").to_frame()
     means, stds, counts = grouped[values].mean(), grouped[values].std(), grouped[values].count()
     for value in values:
         out[f"{value}_mean"] = means[value]
+        if std:
+            out[f"{value}_std"] = stds[value]
         out[f"{value}_ci95"] = ci95(stds[value], counts[value])
-    return out.reset_index()
+    out = out.reset_index()
+    out.insert(len(by) + 1, "seeds_dropped", 0)
+    keys = [c for c in by if c != "epoch" and runs is not None and c in runs.columns]
+    if keys and "seed" in runs.columns:
+        trained = runs.drop_duplicates(keys + ["seed"]).groupby(keys, observed=True).size().rename("_trained")
+        trained = out[keys].join(trained, on=keys)["_trained"]
+        out["seeds_dropped"] = (trained.fillna(out["n_seeds"]) - out["n_seeds"]).clip(lower=0).astype("int64")
+    return out
 
 
 def per_epoch(tables, metric: str = METRIC, recipe: str | None = None) -> pd.DataFrame:
-    """Metric per network and epoch, mean over seeds: network, family, activation, epoch, <metric>_mean, _ci95."""
+    """Metric per network and epoch over the answering runs: network, family, activation, epoch, n_seeds,
+    seeds_dropped, <metric>_mean, _ci95; ``attrs["left_out"]``: runs left out (diverged or failed)."""
     tables = for_recipe(tables, recipe)
-    curves = mean_over_seeds(tables.epochs, ["network", "epoch"], [metric])
-    return curves.merge(_identity(tables.networks), on="network", how="left")
+    runs = tables.networks
+    tables, left_out = recipe_answers(tables)
+    curves = mean_over_seeds(tables.epochs, ["network", "epoch"], [metric], runs=runs)
+    curves = curves.merge(_identity(tables.networks), on="network", how="left")
+    curves.attrs.update(left_out=left_out)
+    return curves
 
 
 def _identity(networks: pd.DataFrame) -> pd.DataFrame:
@@ -135,27 +238,32 @@ def _identity(networks: pd.DataFrame) -> pd.DataFrame:
 
 def population(tables, metric: str = METRIC, epoch: int | None = None, recipe: str | None = None,
                good: float = GOOD, gold: float = GOLD) -> pd.DataFrame:
-    """One row per network at ``epoch`` (default last): its manifest costs, seed means with CIs of the test
-    metrics, per-class recalls and cumulative training time, and the flags ``good`` and ``gold_star``."""
+    """One row per network at ``epoch`` (default: each run's last epoch), over its answering runs: its manifest
+    costs, seed means with CIs of the test metrics, per-class recalls and cumulative training time, n_seeds,
+    seeds_dropped, and the flags ``good`` and ``gold_star``. ``attrs``: metric, epoch (the last when None),
+    good, gold, left_out (runs left out: diverged or failed)."""
     tables = for_recipe(tables, recipe)
-    epoch = resolve_epoch(tables.epochs, epoch)
-    at = tables.epochs[tables.epochs["epoch"] == epoch]
+    runs = tables.networks
+    tables, left_out = recipe_answers(tables)
+    resolved = resolve_epoch(tables.epochs, epoch)
+    at = final_epochs(tables.epochs, epoch)
     values = [c for c in dict.fromkeys([metric, "test_acc", "test_balanced_acc", "test_loss", "train_acc",
                                         "train_time_s"]) if c in at.columns]
     values += sorted((c for c in at.columns if c.startswith("test_acc_class_")), key=lambda c: int(c.rsplit("_", 1)[1]))
-    pop = _identity(tables.networks).merge(mean_over_seeds(at, ["network"], values), on="network", how="inner")
-    flags = standing(tables, metric, epoch, good, gold)
+    pop = _identity(tables.networks).merge(mean_over_seeds(at, ["network"], values, runs=runs), on="network",
+                                           how="inner")
+    flags = standing(tables, metric, resolved, good, gold)
     pop = pop.merge(flags, on="network", how="left")
     pop[["good", "gold_star"]] = pop[["good", "gold_star"]].fillna(False).astype(bool)
-    pop.attrs.update(metric=metric, epoch=epoch, good=good, gold=gold)
+    pop.attrs.update(metric=metric, epoch=resolved, good=good, gold=gold, left_out=left_out)
     return pop.sort_values(f"{metric}_mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def standing(tables, metric: str = METRIC, epoch: int | None = None, good: float = GOOD,
              gold: float = GOLD) -> pd.DataFrame:
-    """network, good (metric >= good at every epoch up to ``epoch``), gold_star (good and >= gold at ``epoch``).
-    A network missing an epoch (diverged, stopped early) is not good. Tables must hold one recipe."""
-    tables = as_tables(tables)
+    """network, good (metric >= good at every epoch up to ``epoch``), gold_star (good and >= gold at ``epoch``),
+    over the answering runs. A network missing an epoch (stopped early) is not good. Tables must hold one recipe."""
+    tables, _ = answering_runs(tables)
     epoch = resolve_epoch(tables.epochs, epoch)
     curves = mean_over_seeds(tables.epochs[tables.epochs["epoch"] <= epoch], ["network", "epoch"], [metric])
     value = curves[f"{metric}_mean"]

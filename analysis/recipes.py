@@ -3,7 +3,9 @@
 A sweep (``netzoo sweep GRID``) trains the same networks under several recipes into one results folder; rows
 carry ``recipe`` and ``recipe_hash``. These functions compare the recipes: accuracy and time per recipe and family,
 learning curves, the generalisation gap (train - test accuracy), accuracy over MLP depth x width, and the
-per-layer gradient norms of the lenses' ``layers`` table against depth (the vanishing gradient).
+per-layer gradient norms of the lenses' ``layers`` table against depth (the vanishing gradient). Runs that diverged
+or failed are left out of every mean (``analysis.population.answering_runs``) and counted: ``left_out`` per recipe,
+``attrs["left_out"]`` elsewhere; the diverged share per recipe is over every run trained.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from analysis.population import Tables, answering_runs, final_epochs, left_out_note
 from analysis.section import Section
-from analysis.seeds import final_epochs
 from netzoo.recipe import Recipe
 
 METRIC = "test_balanced_acc"
@@ -90,19 +92,33 @@ def recipe_axes(networks: pd.DataFrame) -> pd.DataFrame:
 
 def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: bool = True,
                       train_size: int | None = None) -> pd.DataFrame:
-    """Per recipe (and family): runs, mean balanced accuracy, its std, mean train - test accuracy gap, mean
-    training seconds, epochs run, diverged share; with batch size and steps per epoch when ``train_size`` is known."""
-    last = final_epochs(epochs)
-    if last.empty:
+    """Per recipe (and family): runs that answered, left_out (runs that diverged or failed), their mean balanced
+    accuracy, its std, mean train - test accuracy gap, mean training seconds, epochs run, and the diverged share
+    of every run trained; with batch size and steps per epoch when ``train_size`` is known."""
+    every = final_epochs(epochs)
+    if every.empty:
         return pd.DataFrame()
     keys = ["recipe"] + (["family"] if by_family else [])
-    rows = last.join(networks.drop_duplicates("network").set_index("network")[["family"]], on="network") \
-        if "family" not in last else last
-    rows = rows.assign(gap=rows["train_acc"] - rows["test_acc"], diverged=rows["status"].eq("diverged"))
-    out = rows.groupby(keys, sort=False, observed=True).agg(
+
+    def with_family(rows: pd.DataFrame) -> pd.DataFrame:
+        if "family" in rows:
+            return rows
+        return rows.join(networks.drop_duplicates("network").set_index("network")[["family"]], on="network")
+
+    kept, _ = answering_runs(Tables(networks, epochs))
+    rows = with_family(final_epochs(kept.epochs))
+    rows = rows.assign(gap=rows["train_acc"] - rows["test_acc"])
+    every = with_family(every).assign(diverged=every["status"].eq("diverged"))
+    trained = every.groupby(keys, sort=False, observed=True).agg(trained=("network", "size"),
+                                                                diverged=("diverged", "mean"))
+    answers = rows.groupby(keys, sort=False, observed=True).agg(
         runs=("network", "size"), test_balanced_acc=(METRIC, "mean"), std=(METRIC, "std"),
-        gap=("gap", "mean"), train_time_s=("train_time_s", "mean"), epochs_run=("epoch", "mean"),
-        diverged=("diverged", "mean")).reset_index()
+        gap=("gap", "mean"), train_time_s=("train_time_s", "mean"), epochs_run=("epoch", "mean"))
+    out = trained.join(answers).reset_index()
+    out["runs"] = out["runs"].fillna(0).astype("int64")
+    out.insert(len(keys) + 1, "left_out", out.pop("trained") - out["runs"])
+    out = out[keys + ["runs", "left_out", "test_balanced_acc", "std", "gap", "train_time_s", "epochs_run",
+                      "diverged"]]
     fields = recipe_fields(networks)
     axis_names: list[str] = []
     if not fields.empty and "batch_size" in fields:
@@ -112,44 +128,58 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
         out = out[["recipe"] + [c for c in axes.columns if c != "recipe"] + [c for c in out if c not in axes]]
         if train_size:
             out["steps_per_epoch"] = [math.ceil(train_size / b) if b else None for b in out["batch_size"]]
-    order = {r: i for i, r in enumerate(_recipe_order(last))}
+    order = {r: i for i, r in enumerate(_recipe_order(every))}
     by = axis_names + keys  # the grid's axes first, numbers as numbers (batch 16 before 128), then the name
     return out.sort_values(by, key=lambda s: s.map(order) if s.name == "recipe" else s, ignore_index=True)
 
 
-def learning_curves(epochs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Mean ``metric``, train and test loss per recipe per epoch, over every network and seed that reached it."""
+def learning_curves(epochs: pd.DataFrame, metric: str = METRIC, networks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean ``metric``, train and test loss per recipe per epoch, over every network and seed that reached it and
+    answered (``networks`` adds the failed runs to leave out); ``attrs["left_out"]``: runs left out."""
+    kept, left_out = answering_runs(Tables(networks if networks is not None else pd.DataFrame(), epochs))
+    epochs = kept.epochs
     if epochs.empty:
-        return pd.DataFrame(columns=["recipe", "epoch", metric, "train_loss", "test_loss", "runs"])
-    return epochs.groupby(["recipe", "epoch"], sort=False, observed=True).agg(
-        **{metric: (metric, "mean")}, train_loss=("train_loss", "mean"), test_loss=("test_loss", "mean"),
-        runs=("network", "size")).reset_index()
+        out = pd.DataFrame(columns=["recipe", "epoch", metric, "train_loss", "test_loss", "runs"])
+    else:
+        out = epochs.groupby(["recipe", "epoch"], sort=False, observed=True).agg(
+            **{metric: (metric, "mean")}, train_loss=("train_loss", "mean"), test_loss=("test_loss", "mean"),
+            runs=("network", "size")).reset_index()
+    out.attrs.update(left_out=left_out)
+    return out
 
 
 def depth_width(epochs: pd.DataFrame, networks: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Mean final ``metric`` per (recipe, depth, width) of constant-width MLPs: depth counts hidden layers (the
-    depth-width spec's 1, 2, 6, 10; the manifest's ``depth`` adds the output layer), width is their width."""
-    last = final_epochs(epochs)
+    """Mean final ``metric`` per (recipe, depth, width) of constant-width MLPs that answered: depth counts hidden
+    layers (the depth-width spec's 1, 2, 6, 10; the manifest's ``depth`` adds the output layer), width is their
+    width. ``attrs["left_out"]``: runs left out (diverged or failed)."""
+    kept, left_out = answering_runs(Tables(networks, epochs))
+    last = final_epochs(kept.epochs)
     nets = networks.drop_duplicates("network").set_index("network")
     hidden = nets["widths"].map(lambda w: list(w)[:-1] if w is not None and len(w) > 1 else [])
     mlp = nets[(nets["family"] == "Linear") & hidden.map(lambda w: len(w) > 0 and len(set(w)) == 1)]
     if last.empty or mlp.empty:
-        return pd.DataFrame(columns=["recipe", "depth", "width", metric, "runs"])
+        out = pd.DataFrame(columns=["recipe", "depth", "width", metric, "runs"])
+        out.attrs.update(left_out=left_out)
+        return out
     rows = last[last["network"].isin(mlp.index)].copy()
     rows["depth"] = rows["network"].map(hidden.map(len))
     rows["width"] = rows["network"].map(hidden.map(lambda w: int(w[0]) if w else 0))
-    return rows.groupby(["recipe", "depth", "width"], observed=True).agg(
+    out = rows.groupby(["recipe", "depth", "width"], observed=True).agg(
         **{metric: (metric, "mean")}, runs=("network", "size")).reset_index()
+    out.attrs.update(left_out=left_out)
+    return out
 
 
 def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int = 2,
                       recipes: int = 6) -> pd.DataFrame:
     """Mean weight-gradient L2 norm per weight layer (layer 1 = nearest the input, in the file's module order), over
-    epochs and seeds, for the ``deepest`` networks under up to ``recipes`` recipes.
+    epochs and seeds of the runs that answered, for the ``deepest`` networks under up to ``recipes`` recipes.
     Columns: recipe, network, depth, layer_index, layer, grad_norm_mean."""
     columns = ["recipe", "network", "depth", "layer_index", "layer", "grad_norm_mean"]
     if layers.empty or "grad_norm_mean" not in layers:
         return pd.DataFrame(columns=columns)
+    kept, left_out = answering_runs(Tables(networks, pd.DataFrame(), layers=layers))
+    layers = kept.layers
     weighted = layers[layers["grad_norm_mean"].notna()]
     if "kind" in weighted:  # weight layers only: a BatchNorm's affine weights are not a layer of the depth
         weighted = weighted[weighted["kind"].isin(WEIGHT_KINDS)]
@@ -166,8 +196,9 @@ def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int
     means["layer_index"] = means.groupby(["recipe", "network"], sort=False).cumcount() + 1
     order = {n: i for i, n in enumerate(names)}
     means = means.sort_values(["network", "recipe", "layer_index"], key=lambda c: c.map(order) if c.name == "network"
-                              else c, ignore_index=True)
-    return means[columns]
+                              else c, ignore_index=True)[columns]
+    means.attrs.update(left_out=left_out)
+    return means
 
 
 # --- charts ------------------------------------------------------------------------------------------
@@ -293,9 +324,10 @@ def report_sections(tables) -> list[Section]:
             question="Which recipe trains the same networks best, and at what cost in time?",
             finding=(f"{best['recipe']} gives the best mean balanced accuracy ({_fmt(best[METRIC])} over "
                      f"{int(best['runs'])} runs), {worst['recipe']} the worst ({_fmt(worst[METRIC])}); "
-                     f"{fastest['recipe']} trains fastest ({fastest['train_time_s']:.2f} s per run)." + by_axis + steps),
+                     f"{fastest['recipe']} trains fastest ({fastest['train_time_s']:.2f} s per run)." + by_axis + steps
+                     + left_out_note(int(overall["left_out"].sum()))),
             table=overall.round(4), figures=figures))
-        curves = learning_curves(epochs)
+        curves = learning_curves(epochs, networks=networks)
         final = curves.sort_values("epoch").groupby("recipe", sort=False).tail(1).set_index("recipe")
         first = curves.sort_values("epoch").groupby("recipe", sort=False).head(1).set_index("recipe")
         gain = (final[METRIC] - first[METRIC]).sort_values()
@@ -303,7 +335,8 @@ def report_sections(tables) -> list[Section]:
             key="recipes-curves", title="Learning curves per recipe", group=GROUP,
             question="How does test accuracy evolve epoch by epoch under each recipe?",
             finding=(f"From the first to the last epoch, {gain.index[-1]} gains the most accuracy "
-                     f"({gain.iloc[-1]:+.3f}) and {gain.index[0]} the least ({gain.iloc[0]:+.3f})."),
+                     f"({gain.iloc[-1]:+.3f}) and {gain.index[0]} the least ({gain.iloc[0]:+.3f})."
+                     + left_out_note(curves.attrs["left_out"])),
             table=per_family.round(4), figures=[curves_chart(curves, axes)]))
         gap = overall.sort_values("gap")
         sections.append(Section(
@@ -311,8 +344,8 @@ def report_sections(tables) -> list[Section]:
             question="How far is train accuracy above test accuracy under each recipe?",
             finding=(f"The gap (train - test accuracy, final epoch) is smallest under {gap['recipe'].iloc[0]} "
                      f"({gap['gap'].iloc[0]:+.3f}) and largest under {gap['recipe'].iloc[-1]} "
-                     f"({gap['gap'].iloc[-1]:+.3f})."),
-            table=gap[["recipe", "runs", "gap", METRIC]].round(4)))
+                     f"({gap['gap'].iloc[-1]:+.3f})." + left_out_note(int(overall["left_out"].sum()))),
+            table=gap[["recipe", "runs", "left_out", "gap", METRIC]].round(4)))
     grid = depth_width(epochs, networks)
     if grid["depth"].nunique() > 1 and grid["width"].nunique() > 1:
         best = grid.loc[grid[METRIC].idxmax()]
@@ -324,7 +357,8 @@ def report_sections(tables) -> list[Section]:
             finding=(f"Best: depth {int(best['depth'])} x width {int(best['width'])} ({_fmt(best[METRIC])}); worst: "
                      f"depth {int(worst['depth'])} x width {int(worst['width'])} ({_fmt(worst[METRIC])}). Averaged "
                      f"over widths, accuracy is {_fmt(by_depth.iloc[0])} at depth {by_depth.index[0]} and "
-                     f"{_fmt(by_depth.iloc[-1])} at depth {by_depth.index[-1]}."),
+                     f"{_fmt(by_depth.iloc[-1])} at depth {by_depth.index[-1]}."
+                     + left_out_note(grid.attrs["left_out"])),
             table=grid.round(4), figures=[heatmap_chart(grid)]))
     grads = gradient_by_depth(layers, networks)
     if not grads.empty:
@@ -340,6 +374,6 @@ def report_sections(tables) -> list[Section]:
             key="recipes-gradients", title="Gradient norm per layer against depth", group=GROUP,
             question="Do gradients vanish towards the input of deep networks?",
             finding=("Ratio of the first weight layer's mean gradient norm to the last's (below 1: gradients shrink "
-                     "towards the input): " + "; ".join(ratios[:6]) + "."),
+                     "towards the input): " + "; ".join(ratios[:6]) + "." + left_out_note(grads.attrs["left_out"])),
             table=grads.round(6), figures=[gradient_chart(grads)]))
     return sections

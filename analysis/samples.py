@@ -1,6 +1,8 @@
 """Question 8: easy, weird and confusing test samples, from every network's predictions at one epoch.
 
-Each run (network, seed) of the chosen recipe casts one vote per test sample: its predicted class.
+Each run (network, seed) of the chosen recipe that answered casts one vote per test sample: its predicted
+class. A run that diverged or failed casts none (``analysis.population.answering_runs``), so a sample's votes sum
+to the runs that answered; ``attrs["left_out"]`` says how many runs were left out.
 - easy: every run is right.
 - weird: more than ``wrong_share`` of the runs are wrong, and the wrong ones agree: one wrong class takes
   at least ``agree_share`` of the wrong votes.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.population import for_recipe, resolve_epoch
+from analysis.population import final_epochs, recipe_answers, resolve_epoch
 from netzoo.errors import ResultsError
 
 WRONG_SHARE = 0.90   # weird: more than this share of runs are wrong ...
@@ -22,7 +24,10 @@ KINDS = ("easy", "weird", "confusing")
 
 
 def vote_table(predictions: pd.DataFrame, classes: int | None = None) -> pd.DataFrame:
-    """One row per test sample: sample, label, votes (an int array per class) as columns votes_0..votes_{K-1}."""
+    """One row per test sample: sample, label, votes (an int array per class) as columns votes_0..votes_{K-1}.
+    A row with no prediction (null ``pred``: a diverged epoch) casts no vote."""
+    if predictions["pred"].isna().any():
+        predictions = predictions[predictions["pred"].notna()]
     sample = predictions["sample"].to_numpy(dtype=np.int64)
     label = predictions["label"].to_numpy(dtype=np.int64)
     pred = predictions["pred"].to_numpy(dtype=np.int64)
@@ -62,23 +67,25 @@ def classify(votes: pd.DataFrame, wrong_share: float = WRONG_SHARE, agree_share:
 
 def q8_samples(tables, wrong_share: float = WRONG_SHARE, agree_share: float = AGREE_SHARE,
                epoch: int | None = None, recipe: str | None = None) -> pd.DataFrame:
-    """One row per easy, weird or confusing test sample at ``epoch`` (default last): sample, label, kind,
-    majority, votes_0..votes_{K-1}. Reads only sample, label and pred (plus the key) of that epoch."""
-    tables = for_recipe(tables, recipe)
+    """One row per easy, weird or confusing test sample at ``epoch`` (default: each run's last epoch): sample,
+    label, kind, majority, votes_0..votes_{K-1}, over the runs that answered. Reads only sample, label and pred
+    (plus the key). ``attrs``: epoch, wrong_share, agree_share, voters, samples, left_out."""
+    tables, left_out = recipe_answers(tables, recipe)
     predictions = tables.predictions
     if predictions.empty:
         raise ResultsError("The results hold no predictions: question 8 needs the predictions table "
                            "(written by netzoo train for every network).")
     if "epoch" in predictions.columns:
-        epoch = resolve_epoch(predictions, epoch)
-        predictions = predictions[predictions["epoch"] == epoch] if predictions["epoch"].nunique() > 1 else predictions
+        shown = resolve_epoch(predictions, epoch)
+        predictions = final_epochs(predictions, epoch)
+        epoch = shown
     classes = int(tables.networks["classes"].max()) if "classes" in tables.networks.columns else None
     table = classify(vote_table(predictions, classes), wrong_share, agree_share)
     out = table[table["kind"] != "ordinary"].drop(columns="voters")
     out = out.sort_values(["kind", "sample"], key=lambda s: s.map(KINDS.index) if s.name == "kind" else s)
     out = out.reset_index(drop=True)
     out.attrs.update(epoch=epoch, wrong_share=wrong_share, agree_share=agree_share,
-                     voters=int(table["voters"].max()) if len(table) else 0, samples=len(table))
+                     voters=int(table["voters"].max()) if len(table) else 0, samples=len(table), left_out=left_out)
     return out
 
 

@@ -12,57 +12,49 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from analysis.population import ci95
 
+from analysis.population import RUN, Tables, answering_runs, final_epochs, left_out_note, mean_over_seeds
 from analysis.section import Section
 
-RUN = ["network", "recipe", "recipe_hash", "seed"]  # one training run
-PER_NETWORK_COLUMNS = ["network", "recipe", "recipe_hash", "n_seeds", "mean", "std", "ci95_low", "ci95_high"]
+PER_NETWORK_COLUMNS = ["network", "recipe", "recipe_hash", "n_seeds", "seeds_dropped", "mean", "std", "ci95_low",
+                       "ci95_high"]
+__all__ = ["final_epochs", "per_network", "sign_changes", "ci_chart", "report_sections"]
 
 
-def final_epochs(epochs: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
-    """One row per run: epoch ``epoch``, or each run's last recorded epoch when None (early stopping varies)."""
-    if epochs.empty:
-        return epochs.iloc[0:0]
-    if epoch is not None:
-        return epochs[epochs["epoch"] == epoch]
-    last = epochs.groupby(RUN, observed=True)["epoch"].transform("max")
-    return epochs[epochs["epoch"] == last]
+def _answering(epochs: pd.DataFrame, networks: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(epochs of the answering runs, every run trained as network/recipe_hash/seed rows, runs left out)."""
+    networks = networks if networks is not None else pd.DataFrame()
+    kept, left_out = answering_runs(Tables(networks, epochs))
+    keys = [c for c in RUN if c in epochs.columns and (networks.empty or c in networks.columns)]
+    runs = pd.concat([f[keys] for f in (epochs, networks) if not f.empty], ignore_index=True) if keys else None
+    return kept.epochs, runs, left_out
 
 
-def mean_ci(values: pd.Series | np.ndarray) -> tuple[int, float, float, float, float]:
-    """(n, mean, std, low, high) with the 95% Student-t interval of analysis.population.ci95; NaN for one value."""
-    x = np.asarray(values, dtype=float)
-    x = x[~np.isnan(x)]
-    n = len(x)
-    if n == 0:
-        return 0, np.nan, np.nan, np.nan, np.nan
-    mean = float(x.mean())
-    if n == 1:
-        return 1, mean, np.nan, np.nan, np.nan
-    std = float(x.std(ddof=1))
-    half = float(ci95(pd.Series([std]), pd.Series([n])).iloc[0])
-    return n, mean, std, mean - half, mean + half
+def per_network(epochs: pd.DataFrame, metric: str = "test_balanced_acc", epoch: int | None = None,
+                networks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (network, recipe): seeds, mean, std and 95% t-interval of ``metric`` at ``epoch`` (default: each run's
+    last), over the runs that answered, by ``analysis.population.mean_over_seeds`` (the exam's rule).
 
-
-def per_network(epochs: pd.DataFrame, metric: str = "test_balanced_acc", epoch: int | None = None) -> pd.DataFrame:
-    """Per (network, recipe): seeds, mean, std and 95% t-interval of ``metric`` at ``epoch`` (default: each run's last).
-
-    Columns: network, recipe, recipe_hash, n_seeds, mean, std, ci95_low, ci95_high (one seed: NaN std and interval).
+    Columns: network, recipe, recipe_hash, n_seeds, seeds_dropped (runs trained but not counted: diverged,
+    failed or no row at that epoch; ``networks`` adds failed runs with no epoch row), mean, std, ci95_low,
+    ci95_high (one seed: NaN std and interval). ``attrs["left_out"]``: runs left out (diverged or failed).
     """
-    rows = final_epochs(epochs, epoch)
+    kept, runs, left_out = _answering(epochs, networks)
+    rows = final_epochs(kept, epoch)
     if rows.empty:
-        return pd.DataFrame({c: pd.Series(dtype=float if c not in ("network", "recipe", "recipe_hash") else object)
-                             for c in PER_NETWORK_COLUMNS}).astype({"n_seeds": "int64"})
+        frame = pd.DataFrame({c: pd.Series(dtype=float if c not in ("network", "recipe", "recipe_hash") else object)
+                              for c in PER_NETWORK_COLUMNS}).astype({"n_seeds": "int64", "seeds_dropped": "int64"})
+        frame.attrs.update(left_out=left_out)
+        return frame
     if metric not in rows.columns:
         raise KeyError(f"per_network: no column {metric!r} in epochs; columns: {', '.join(rows.columns)}")
-    out = []
-    for (network, recipe, recipe_hash), group in rows.groupby(["network", "recipe", "recipe_hash"], sort=True,
-                                                              observed=True):
-        n, mean, std, low, high = mean_ci(group[metric])
-        out.append((network, recipe, recipe_hash, n, mean, std, low, high))
-    frame = pd.DataFrame(out, columns=PER_NETWORK_COLUMNS)
-    return frame.astype({"n_seeds": "int64"})
+    out = mean_over_seeds(rows, ["network", "recipe", "recipe_hash"], [metric], runs=runs, std=True)
+    out = out.rename(columns={f"{metric}_mean": "mean", f"{metric}_std": "std"})
+    half = out.pop(f"{metric}_ci95")
+    out["ci95_low"], out["ci95_high"] = out["mean"] - half, out["mean"] + half
+    frame = out[PER_NETWORK_COLUMNS].astype({"n_seeds": "int64", "seeds_dropped": "int64"})
+    frame.attrs.update(left_out=left_out)
+    return frame
 
 
 def _with_attributes(rows: pd.DataFrame, networks: pd.DataFrame) -> pd.DataFrame:
@@ -80,14 +72,17 @@ def sign_changes(epochs: pd.DataFrame, networks: pd.DataFrame, metric: str = "te
 
     A finding is the difference of group means of ``metric`` (A minus B) computed on one seed's runs; it
     *changes sign* when some seeds give a positive difference and others a negative one. Only seeds with both
-    groups count. Columns: finding, kind, a, b, n_seeds, mean_diff, min_diff, max_diff, n_positive,
-    n_negative, changes_sign. Empty when fewer than two seeds.
+    groups count; runs that diverged or failed do not (``attrs["left_out"]``). Columns: finding, kind, a, b,
+    n_seeds, mean_diff, min_diff, max_diff, n_positive, n_negative, changes_sign. Empty when fewer than two seeds.
     """
     columns = ["finding", "kind", "a", "b", "n_seeds", "mean_diff", "min_diff", "max_diff", "n_positive",
                "n_negative", "changes_sign"]
-    rows = _with_attributes(final_epochs(epochs, epoch), networks)
+    kept, _, left_out = _answering(epochs, networks if "status" in networks.columns else None)
+    rows = _with_attributes(final_epochs(kept, epoch), networks)
     if rows.empty or rows["seed"].nunique() < 2:
-        return pd.DataFrame(columns=columns)
+        frame = pd.DataFrame(columns=columns)
+        frame.attrs.update(left_out=left_out)
+        return frame
     comparisons: list[tuple[str, str, pd.DataFrame, str]] = []  # (kind, where, rows, column)
     default_recipe = rows["recipe"].mode().iloc[0]
     one_recipe = rows[rows["recipe"] == default_recipe]
@@ -109,7 +104,9 @@ def sign_changes(epochs: pd.DataFrame, networks: pd.DataFrame, metric: str = "te
             out.append((f"{kind} {a} vs {b}{where}", kind, a, b, len(diff), float(diff.mean()), float(diff.min()),
                         float(diff.max()), pos, neg, bool(pos and neg)))
     frame = pd.DataFrame(out, columns=columns)
-    return frame.sort_values(["changes_sign", "kind", "finding"], ascending=[False, True, True], ignore_index=True)
+    frame = frame.sort_values(["changes_sign", "kind", "finding"], ascending=[False, True, True], ignore_index=True)
+    frame.attrs.update(left_out=left_out)
+    return frame
 
 
 def ci_chart(summary: pd.DataFrame, networks: pd.DataFrame, metric: str = "test_balanced_acc") -> Figure:
@@ -139,21 +136,28 @@ def report_sections(tables) -> list[Section]:
     if epochs.empty or epochs["seed"].nunique() < 2:
         return sections
     metric = "test_balanced_acc"
-    summary = per_network(epochs, metric)
+    summary = per_network(epochs, metric, networks=networks)
     repeated = summary[summary["n_seeds"] >= 2]
     width = (repeated["ci95_high"] - repeated["ci95_low"])
     seeds = sorted(epochs["seed"].unique().tolist())
     table = summary.copy()
     table["mean ± ci95"] = [f"{m:.3f} ± {(h - m):.3f}" if n >= 2 else f"{m:.3f}"
                             for m, h, n in zip(table["mean"], table["ci95_high"], table["n_seeds"])]
+    dropped = summary[summary["seeds_dropped"] > 0]
     finding = (f"{len(repeated)} of {len(summary)} (network, recipe) pairs have ≥2 seeds (seeds {seeds}); the median "
                f"95% interval of balanced accuracy is ±{width.median() / 2:.3f} (widest ±{width.max() / 2:.3f}, "
                f"{repeated.loc[width.idxmax(), 'network'] if len(repeated) else '-'}).")
+    if len(dropped):
+        finding += (f" {len(dropped)} pairs average fewer seeds than were trained (seeds_dropped), e.g. "
+                    f"{dropped.iloc[0]['network']} over {int(dropped.iloc[0]['n_seeds'])} of "
+                    f"{int(dropped.iloc[0]['n_seeds'] + dropped.iloc[0]['seeds_dropped'])}.")
+    finding += left_out_note(summary.attrs["left_out"])
     sections.append(Section(
         key="seeds-ci", title="Mean over seeds", group="Seeds",
         question="How much does a network's accuracy move between training seeds?",
         finding=finding,
-        table=table.sort_values("mean", ascending=False)[["network", "recipe", "n_seeds", "mean ± ci95", "std"]],
+        table=table.sort_values("mean", ascending=False)[["network", "recipe", "n_seeds", "seeds_dropped",
+                                                          "mean ± ci95", "std"]],
         figures=[ci_chart(summary, networks, metric)],
     ))
     flips = sign_changes(epochs, networks, metric)
@@ -163,6 +167,7 @@ def report_sections(tables) -> list[Section]:
         finding = (f"{len(changed)} of {len(flips)} pairwise findings change sign across seeds"
                    + (f" (e.g. {examples}): treat those as noise." if len(changed) else
                       ": every comparison points the same way on every seed."))
+        finding += left_out_note(flips.attrs.get("left_out", 0))
         if len(stable):
             top = stable.loc[stable["mean_diff"].abs().idxmax()]
             finding += (f" The strongest that holds on every seed: {top['finding']} "

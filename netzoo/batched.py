@@ -30,7 +30,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from netzoo.datasets import Dataset
 from netzoo.recipe import Recipe
-from netzoo.train import EpochResult, init_weights, make_optimizer, make_schedule, sync
+from netzoo.train import (EpochResult, init_weights, make_optimizer, make_schedule, merges_last_batch, split_batches,
+                          sync, without_answers)
 
 
 def batch_blocker(model: nn.Module, recipe: Recipe) -> str | None:
@@ -53,7 +54,9 @@ def train_seeds(network: nn.Module, data: Dataset, recipe: Recipe, seeds: list[i
     Each seed starts from ``init_weights(copy, recipe.init, seed)`` and shuffles with its own
     ``torch.Generator(device).manual_seed(seed)``, as ``netzoo.train.train_network`` does, so the results
     match separate training within float tolerance. A seed whose loss turns NaN/inf is reported
-    ``diverged`` and left out of later epochs (its neighbours are unaffected: no weight is shared).
+    ``diverged`` (no log-probabilities, null accuracies, as ``train_network`` reports it) and left out of
+    later epochs (its neighbours are unaffected: no weight is shared). With BatchNorm (without running
+    statistics: buffers block batching) a final batch of one sample is merged into the one before.
     Raises ValueError when ``batch_blocker`` refuses the network: call it first and fall back.
     """
     reason = batch_blocker(network, recipe)
@@ -83,6 +86,7 @@ def train_seeds(network: nn.Module, data: Dataset, recipe: Recipe, seeds: list[i
     generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
     x_train, y_train = data.x_train, data.y_train
     n_train, n_seeds = len(x_train), len(seeds)
+    merge_last = merges_last_batch(network, n_train, recipe.batch_size)
     running = list(seeds)  # seeds not yet diverged
     train_time = 0.0
 
@@ -94,7 +98,7 @@ def train_seeds(network: nn.Module, data: Dataset, recipe: Recipe, seeds: list[i
         sync(device)
         start = time.perf_counter()
         perms = torch.stack([torch.randperm(n_train, device=device, generator=g) for g in generators])  # (S, N)
-        for idx in perms.split(recipe.batch_size, dim=1):  # (S, B)
+        for idx in split_batches(perms, recipe.batch_size, merge_last):  # (S, B)
             out = train_forward(params, x_train[idx])  # (S, B, K) log-probabilities
             target = y_train[idx]  # (S, B)
             losses = F.nll_loss(out.flatten(0, 1), target.flatten(), reduction="none").view(n_seeds, -1).mean(1)
@@ -126,7 +130,11 @@ def train_seeds(network: nn.Module, data: Dataset, recipe: Recipe, seeds: list[i
             # the batched steps are shared: each seed is charged its share of the epoch's time
             metrics.update(train_loss=train_losses[s], train_acc=train_accs[s], epoch_time_s=epoch_time / n_seeds,
                            train_time_s=train_time / n_seeds, eval_time_s=eval_time, lr=lr)
-            results[seed] = EpochResult(epoch=epoch, status=status, metrics=metrics, log_probs=log_probs[s])
+            answers = log_probs[s]
+            if status == "diverged":
+                metrics, answers = without_answers(metrics), None
+            results[seed] = EpochResult(epoch=epoch, status=status, metrics=metrics, log_probs=answers,
+                                        last_batch_merged=merge_last)
             if status != "done":
                 running.remove(seed)
         yield results

@@ -221,9 +221,12 @@ def exam(question, results, as_csv, epoch) -> None:
         netzoo exam 8 --results results/mnist --csv
     """
     from analysis.exam import answer
+    from analysis.population import left_out_note
 
     frame = answer(question, results, epoch=epoch)
     click.echo(frame.to_csv(index=False).rstrip("\n") if as_csv else frame.to_string(index=False))
+    if not as_csv and frame.attrs.get("left_out"):
+        click.echo(left_out_note(frame.attrs["left_out"]).strip())
 
 
 @cli.command()

@@ -51,20 +51,25 @@ def load_tables(results_dir: Path):
 
 def ensemble_predictions(results_dir: Path, tables, epoch: int | None = None, recipe: str | None = None,
                          metric: str = "test_balanced_acc") -> pd.DataFrame:
-    """Predictions at ``epoch`` (default last), probs included, of only the runs the ensembles use: a filtered
-    read, so 40M prediction rows cost no more than the few runs needed."""
+    """Predictions at ``epoch`` (default: each run's last), probs included, of only the runs the ensembles use
+    (runs that answered: never a diverged or failed one): a filtered read, so 40M prediction rows cost no more
+    than the few runs needed."""
     from analysis.beyond import ensemble_runs
-    from analysis.population import for_recipe, recipe_hash, resolve_epoch
+    from analysis.population import final_epochs, recipe_answers, recipe_hash
 
     chosen = recipe_hash(tables, recipe)
     runs = ensemble_runs(tables, metric=metric, epoch=epoch, recipe=recipe)
-    wanted = sorted({name for members in runs.values() for name, _ in members})
+    members = sorted({member for group in runs.values() for member in group})
     folder = Path(results_dir) / "predictions"
-    if not wanted or not folder.is_dir():
+    if not members or not folder.is_dir():
         return pd.DataFrame()
-    epoch = resolve_epoch(for_recipe(tables, recipe).epochs, epoch)
-    filt = pc.field("network").isin(wanted) & (pc.field("recipe_hash") == chosen) & (pc.field("epoch") == epoch)
+    at = final_epochs(recipe_answers(tables, recipe)[0].epochs, epoch)[["network", "seed", "epoch"]]
+    at = at[pd.MultiIndex.from_frame(at[["network", "seed"]]).isin(members)]
+    filt = (pc.field("network").isin(sorted({name for name, _ in members})) & (pc.field("recipe_hash") == chosen)
+            & pc.field("epoch").isin(sorted(at["epoch"].astype(int).unique())))
     frame = ds.dataset(folder, format="parquet").to_table(filter=filt).to_pandas()
+    # each member at its own epoch (its last, without --epoch)
+    frame = frame.merge(at.astype({"seed": "int64", "epoch": "int64"}), on=["network", "seed", "epoch"])
     # a key found in a part file and a compact file is the same rows twice: keep one
     return frame.drop_duplicates(["network", "recipe_hash", "seed", "sample"], keep="last")
 

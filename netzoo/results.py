@@ -36,7 +36,7 @@ from netzoo.schema import KEY, NETWORKS, TABLES, conform, table_schema
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, int]               # (network, recipe_hash, seed)
-NULLABLE_INT_COLUMNS = ("peak_memory_bytes",)  # int64 columns that may hold nulls: pandas "Int64"
+NULLABLE_INT_COLUMNS = ("peak_memory_bytes", "pred")  # int64 columns that may hold nulls: pandas "Int64"
 COMPACT_PREFIX = "compact-"
 SEP = "--"                                # between the key's parts in a part file's name
 

@@ -307,19 +307,26 @@ def _device_name(device) -> str:
 
 
 def _predictions_table(key_cols: dict, epochs: list, labels: np.ndarray) -> pa.Table:
-    """The predictions rows of one key: every test sample at every epoch, probs as K float16."""
+    """The predictions rows of one key: every test sample at every epoch, probs as K float16.
+
+    A diverged epoch (no log-probabilities: NaN outputs predict nothing) keeps its rows with sample and
+    label, and null ``pred`` and ``probs``."""
     n, parts = len(labels), []
     for result in epochs:
-        probs = np.exp(result.log_probs).astype(np.float16)  # (N, K)
-        k = probs.shape[1]
+        if result.log_probs is None:
+            pred, probs = pa.nulls(n, pa.int64()), pa.nulls(n, PREDICTIONS.field("probs").type)
+        else:
+            k = result.log_probs.shape[1]
+            pred = pa.array(result.log_probs.argmax(1).astype(np.int64))
+            probs = pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
+                                             pa.array(np.exp(result.log_probs).astype(np.float16).reshape(-1)))
         parts.append(pa.table({
             **{c: pa.array([v] * n, PREDICTIONS.field(c).type) for c, v in key_cols.items()},
             "epoch": pa.array(np.full(n, result.epoch, np.int64)),
             "sample": pa.array(np.arange(n, dtype=np.int64)),
             "label": pa.array(labels),
-            "pred": pa.array(result.log_probs.argmax(1).astype(np.int64)),
-            "probs": pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
-                                              pa.array(probs.reshape(-1))),
+            "pred": pred,
+            "probs": probs,
         }, schema=PREDICTIONS))
     return pa.concat_tables(parts) if parts else PREDICTIONS.empty_table()
 
@@ -387,7 +394,7 @@ def train_task(job: TrainJob, task: Task, device: str, trained: list | None = No
     network_row = {
         **manifest, **key_cols, **_provenance(), "recipe_json": recipe.to_json(), "dataset": job.dataset,
         "status": status, "error": error, "epochs_done": len(epochs), "batch_size_used": batch_size,
-        "oom_retries": oom_retries,
+        "last_batch_merged": any(r.last_batch_merged for r in epochs), "oom_retries": oom_retries,
         "train_time_s": sum(r.metrics["epoch_time_s"] for r in epochs),
         "eval_time_s": sum(r.metrics["eval_time_s"] for r in epochs),
         "wall_time_s": time.perf_counter() - start,

@@ -4,7 +4,8 @@ Tables:
 - ``manifest``    one row per network of a zoo (``zoo/<name>/manifest.parquet``), written by the generator.
 - ``networks``    one row per trained (network, recipe_hash, seed): the manifest row plus the training figures.
 - ``epochs``      one row per (network, recipe_hash, seed, epoch): losses, accuracies, times.
-- ``predictions`` one row per (network, recipe_hash, seed, epoch, test sample): label, prediction, probabilities.
+- ``predictions`` one row per (network, recipe_hash, seed, epoch, test sample): label, prediction, probabilities
+                  (a diverged epoch keeps its rows, with null prediction and probabilities).
 - ``layers``      one row per (network, recipe_hash, seed, epoch, layer): activation and gradient statistics.
 
 Every results table is keyed by ``KEY = (network, recipe_hash, seed)``: sweeps and repeated seeds never collide.
@@ -78,6 +79,8 @@ NETWORKS = _schema(
         ("error", pa.string(), "the exception message when failed, else null"),
         ("epochs_done", pa.int64(), "epochs recorded"),
         ("batch_size_used", pa.int64(), "batch size actually used (halved after a CUDA out-of-memory)"),
+        ("last_batch_merged", pa.bool_(), "whether each epoch's final batch of one sample was merged into the batch "
+                                          "before (networks with BatchNorm only: it cannot train on one sample)"),
         ("oom_retries", pa.int64(), "CUDA out-of-memory retries"),
         ("train_time_s", pa.float64(), "seconds of training steps, all epochs (device synchronised)"),
         ("eval_time_s", pa.float64(), "seconds of test evaluation, all epochs"),
@@ -103,12 +106,13 @@ KEY_FIELDS = [
 # --- epochs: per-class recall columns test_acc_class_0..K-1 depend on K (see epochs_schema) -------
 _EPOCH_FIELDS = KEY_FIELDS + [
     ("epoch", pa.int64(), "epoch number, from 1"),
-    ("status", pa.string(), "done, diverged (loss NaN/inf at this epoch) or stopped_early"),
-    ("train_loss", pa.float64(), "mean NLL loss over the epoch's training steps"),
-    ("train_acc", pa.float64(), "accuracy on the training batches during the epoch, in [0, 1]"),
-    ("test_loss", pa.float64(), "mean NLL loss on the test split after the epoch"),
-    ("test_acc", pa.float64(), "plain accuracy on the test split, in [0, 1]"),
-    ("test_balanced_acc", pa.float64(), "mean of per-class recalls on the test split (the study's 'accuracy'), in [0, 1]"),
+    ("status", pa.string(), "done, diverged (loss NaN/inf at this epoch: its accuracies are null) or stopped_early"),
+    ("train_loss", pa.float64(), "mean NLL loss over the epoch's training steps (kept as measured when diverged)"),
+    ("train_acc", pa.float64(), "accuracy on the training batches during the epoch, in [0, 1]; null when diverged"),
+    ("test_loss", pa.float64(), "mean NLL loss on the test split after the epoch (kept as measured when diverged)"),
+    ("test_acc", pa.float64(), "plain accuracy on the test split, in [0, 1]; null when diverged"),
+    ("test_balanced_acc", pa.float64(), "mean of per-class recalls on the test split (the study's 'accuracy'), in "
+                                        "[0, 1]; null when diverged"),
     ("epoch_time_s", pa.float64(), "seconds of this epoch's training steps (device synchronised)"),
     ("train_time_s", pa.float64(), "cumulative seconds of training steps up to this epoch"),
     ("eval_time_s", pa.float64(), "seconds of this epoch's test evaluation"),
@@ -123,7 +127,8 @@ def class_columns(classes: int) -> list[str]:
 
 def epochs_schema(classes: int) -> pa.Schema:
     """The epochs table for a K-class dataset."""
-    extra = [(c, pa.float64(), f"recall of class {c.rsplit('_', 1)[1]} on the test split, in [0, 1]")
+    extra = [(c, pa.float64(), f"recall of class {c.rsplit('_', 1)[1]} on the test split, in [0, 1]; null when "
+                               "diverged")
              for c in class_columns(classes)]
     return _schema(_EPOCH_FIELDS + extra)
 
@@ -132,8 +137,9 @@ PREDICTIONS = _schema(KEY_FIELDS + [
     ("epoch", pa.int64(), "epoch number, from 1"),
     ("sample", pa.int64(), "index of the test sample in the dataset's test split"),
     ("label", pa.int64(), "true class"),
-    ("pred", pa.int64(), "predicted class (argmax)"),
-    ("probs", pa.list_(pa.float16()), "predicted probability of each class (K float16)"),
+    ("pred", pa.int64(), "predicted class (argmax); null at a diverged epoch (NaN outputs predict nothing); "
+                         "pandas 'Int64'"),
+    ("probs", pa.list_(pa.float16()), "predicted probability of each class (K float16); null at a diverged epoch"),
 ])
 
 LAYERS = _schema(KEY_FIELDS + [

@@ -5,7 +5,13 @@ slice of a ``torch.randperm`` drawn on the device; the loss and accuracy accumul
 host reads them once per epoch (the one sync), as airbench does. Timing follows the study: an epoch's time
 covers its training steps only (device synchronised before each clock read); evaluation is timed apart.
 
-Divergence checks, out-of-memory retries, claims and writing wrap this loop in ``netzoo.runner``.
+An epoch whose loss turns NaN/inf is ``diverged``: its outputs answer nothing (the argmax of NaN
+log-probabilities is class 0 for every sample), so it carries no log-probabilities and null accuracies
+(``without_answers``). A network with BatchNorm never trains on a final batch of one sample: training-mode
+BatchNorm cannot normalise one value per channel, so ``split_batches`` merges it into the batch before
+(every sample still trains once per epoch) and the EpochResult says so (``last_batch_merged``).
+
+Out-of-memory retries, claims and writing wrap this loop in ``netzoo.runner``.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ class EpochResult:
     epoch: int
     status: str                  # done, diverged (loss NaN/inf this epoch) or stopped_early
     metrics: dict                # train_loss, train_acc, test_loss, test_acc, test_balanced_acc, test_acc_class_k, times, lr
-    log_probs: np.ndarray        # (N_test, K) float32 on the host
+    log_probs: np.ndarray | None  # (N_test, K) float32 on the host; None for a diverged epoch (no answers)
     layer_rows: list[dict] = field(default_factory=list)
+    last_batch_merged: bool = False  # a final batch of one sample was merged into the one before (BatchNorm)
 
 
 @dataclass
@@ -49,6 +56,47 @@ class Evaluation:
     class_recall: list[float]
     log_probs: np.ndarray        # (N, K) float32
     time_s: float
+
+
+# Metrics that are answers: a diverged epoch has none of them (without_answers). Losses are kept as measured:
+# their NaN/inf is the evidence of the divergence.
+ANSWER_METRICS = ("train_acc", "test_acc", "test_balanced_acc")
+
+
+def without_answers(metrics: dict) -> dict:
+    """A diverged epoch's metrics: the accuracies (train, test, balanced, each class's recall) set to None.
+
+    NaN outputs predict nothing; their argmax (class 0 everywhere) would score 1/K on a balanced test split.
+    """
+    return {k: None if k in ANSWER_METRICS or k.startswith("test_acc_class_") else v for k, v in metrics.items()}
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a BatchNorm layer (which cannot train on a batch of one sample)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def merges_last_batch(model: nn.Module, n_train: int, batch_size: int) -> bool:
+    """Whether an epoch of ``n_train`` samples in batches of ``batch_size`` ends with a batch of one sample
+    that ``split_batches`` merges into the one before: only for networks with BatchNorm.
+
+    Raises RecipeError for batch size 1 with BatchNorm: every batch would hold one sample.
+    """
+    if not has_batch_norm(model):
+        return False
+    if batch_size < 2:
+        raise RecipeError(f"batch_size {batch_size} cannot train {type(model).__name__}: its BatchNorm needs more "
+                          f"than one sample per batch in training mode. Use a recipe with a batch_size of 2 or more.")
+    return n_train > batch_size and n_train % batch_size == 1
+
+
+def split_batches(perm: torch.Tensor, batch_size: int, merge_last: bool = False) -> tuple[torch.Tensor, ...]:
+    """Index batches of ``batch_size`` along the last dimension of ``perm`` ((N,) or (S, N) for batched seeds);
+    with ``merge_last``, a final batch of one index joins the batch before (see merges_last_batch)."""
+    batches = perm.split(batch_size, dim=-1)
+    if merge_last and len(batches) > 1 and batches[-1].shape[-1] == 1:
+        batches = batches[:-2] + (torch.cat(batches[-2:], dim=-1),)
+    return batches
 
 
 def sync(device: torch.device) -> None:
@@ -188,9 +236,11 @@ def train_network(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, de
                   lenses=None, batch_size: int | None = None) -> Iterator[EpochResult]:
     """Train ``model`` from scratch under ``recipe`` with ``seed``; yield one EpochResult per epoch.
 
-    Stops after an epoch whose training loss is NaN/inf (status ``diverged``) or when early stopping
-    triggers (``stopped_early``). ``batch_size`` overrides the recipe's (the runner halves it after a
-    CUDA out-of-memory). ``lenses`` (netzoo.lenses.Lenses, already attached) fills ``layer_rows``.
+    Stops after an epoch whose training or test loss is NaN/inf (status ``diverged``: no log-probabilities,
+    null accuracies) or when early stopping triggers (``stopped_early``). ``batch_size`` overrides the
+    recipe's (the runner halves it after a CUDA out-of-memory). With BatchNorm a final batch of one sample is
+    merged into the one before. ``lenses`` (netzoo.lenses.Lenses, already attached) fills ``layer_rows``.
+    Raises RecipeError for batch size 1 with BatchNorm.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -205,6 +255,7 @@ def train_network(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, de
     gen = torch.Generator(device).manual_seed(seed)  # the shuffle order, as netzoo.batched draws it
     x_train, y_train = data.x_train, data.y_train
     n_train, batch_size = len(x_train), batch_size or recipe.batch_size
+    merge_last = merges_last_batch(model, n_train, batch_size)
     train_time, best_loss, stale_epochs = 0.0, math.inf, 0
 
     for epoch in range(1, recipe.epochs + 1):
@@ -214,7 +265,7 @@ def train_network(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, de
         correct = torch.zeros((), device=device, dtype=torch.int64)
         sync(device)
         start = time.perf_counter()
-        for idx in torch.randperm(n_train, device=device, generator=gen).split(batch_size):
+        for idx in split_batches(torch.randperm(n_train, device=device, generator=gen), batch_size, merge_last):
             out = model(x_train[idx])  # (B, K) log-probabilities
             loss = F.nll_loss(out, y_train[idx])
             for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapper
@@ -255,7 +306,10 @@ def train_network(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, de
             "epoch_time_s": epoch_time, "train_time_s": train_time, "eval_time_s": ev.time_s, "lr": lr,
             **{f"test_acc_class_{k}": r for k, r in enumerate(ev.class_recall)},
         }
-        yield EpochResult(epoch=epoch, status=status, metrics=metrics, log_probs=ev.log_probs,
-                          layer_rows=layer_rows)
+        log_probs = ev.log_probs
+        if status == "diverged":
+            metrics, log_probs = without_answers(metrics), None
+        yield EpochResult(epoch=epoch, status=status, metrics=metrics, log_probs=log_probs,
+                          layer_rows=layer_rows, last_batch_merged=merge_last)
         if status != "done":
             return

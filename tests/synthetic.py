@@ -4,6 +4,8 @@
   (votes spread over all classes), EASY (every run is right), a planted best network and late bloomers.
 - ``from_predictions()``: consistent networks/epochs/predictions tables from a prediction array per run.
 - ``from_curves()``: networks and epochs tables from hand-written metric curves (no predictions).
+- ``stop_runs()``: the same tables with some runs diverged (null predictions and accuracies at the epoch they
+  diverged, no later epochs, as netzoo train writes them) or failed.
 - ``write_results()``: the tables as a results folder (``DIR/<table>/compact-synthetic.parquet``), checked by
   schema.conform, that netzoo.results.load reads.
 Other helpers may reuse it: nothing here depends on the analysis code.
@@ -76,7 +78,8 @@ def networks_frame(meta: pd.DataFrame, epochs: int, classes: int, recipe: str = 
     frame = frame.assign(dropout=0.0, batch_norm=False, hparams="{}", spec="synthetic", spec_hash="0" * 64,
                          zoo_seed=0, recipe=recipe, recipe_hash=recipe_hash,
                          recipe_json=json.dumps({"name": recipe, "epochs": epochs}), dataset=dataset,
-                         status="done", error=None, epochs_done=epochs, batch_size_used=25, oom_retries=0,
+                         status="done", error=None, epochs_done=epochs, batch_size_used=25, last_batch_merged=False,
+                         oom_retries=0,
                          eval_time_s=0.01 * epochs, peak_memory_bytes=None, device="cpu", threads=1,
                          worker="synthetic:0", netzoo_version="0.1.0", git_commit=None, torch_version="2.15",
                          finished_at=pd.Timestamp("2026-01-01", tz="UTC"))
@@ -196,6 +199,40 @@ def from_curves(curves: dict, costs: dict | None = None, classes: int = 3, class
             rows.append(row)
     return Synthetic(nets, pd.DataFrame(rows), pd.DataFrame(columns=schema.PREDICTIONS.names),
                      pd.DataFrame(columns=schema.LAYERS.names))
+
+
+def stop_runs(synthetic: Synthetic, runs, status: str = "diverged", at_epoch: int = 1) -> Synthetic:
+    """``synthetic`` with ``runs`` [(network, seed), ...] ending ``status`` at ``at_epoch``, as netzoo train
+    records them: ``diverged``: that epoch's row has status diverged, NaN losses and null accuracies, its
+    predictions null pred and probs, and no later epochs; ``failed``: epochs up to ``at_epoch`` kept as done
+    (the exception came later), no later ones. The networks rows get the status and epochs_done."""
+    runs = {(n, int(s)) for n, s in runs}
+    networks, epochs, predictions = synthetic.networks.copy(), synthetic.epochs.copy(), synthetic.predictions.copy()
+
+    def hit(frame: pd.DataFrame) -> pd.Series:
+        return pd.Series([(n, int(s)) in runs for n, s in zip(frame["network"], frame["seed"])], index=frame.index)
+
+    mine = hit(networks)
+    networks.loc[mine, "status"] = status
+    networks.loc[mine, "epochs_done"] = at_epoch
+    keep = ~(hit(epochs) & (epochs["epoch"] > at_epoch))
+    epochs = epochs[keep].copy()
+    keep = ~(hit(predictions) & (predictions["epoch"] > at_epoch)) if len(predictions) else None
+    predictions = predictions[keep].copy() if keep is not None else predictions
+    if status == "diverged":
+        last = hit(epochs) & (epochs["epoch"] == at_epoch)
+        accuracies = ["train_acc", "test_acc", "test_balanced_acc"] + [c for c in epochs
+                                                                       if c.startswith("test_acc_class_")]
+        epochs.loc[last, "status"] = "diverged"
+        epochs.loc[last, ["train_loss", "test_loss"]] = np.nan
+        epochs.loc[last, accuracies] = np.nan
+        if len(predictions):
+            predictions["pred"] = predictions["pred"].astype("Int64")
+            gone = hit(predictions) & (predictions["epoch"] == at_epoch)
+            predictions.loc[gone, "pred"] = pd.NA
+            predictions["probs"] = [None if g else p for g, p in zip(gone, predictions["probs"])]
+    return Synthetic(networks, epochs.reset_index(drop=True), predictions.reset_index(drop=True),
+                     synthetic.layers, dict(synthetic.planted))
 
 
 def write_results(tables, results_dir: Path) -> Path:

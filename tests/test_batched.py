@@ -104,3 +104,39 @@ def test_runner_trains_seeds_of_one_network_batched_with_the_rows_of_separate_tr
     np.testing.assert_allclose(a[["train_loss", "test_loss", "test_acc"]], b[["train_loss", "test_loss", "test_acc"]],
                                rtol=1e-4, atol=1e-4)
     assert len(load(tmp_path / "batched").predictions) == len(load(tmp_path / "separate").predictions)
+
+
+class TinyNaN(TinyMLP):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * float("nan")
+
+
+def test_a_seed_that_diverges_in_a_batch_has_no_predictions_and_no_accuracies():
+    (per_seed,) = train_seeds(TinyNaN(), _data(), RECIPE, SEEDS)
+    assert sorted(per_seed) == SEEDS
+    for r in per_seed.values():
+        assert r.status == "diverged"
+        assert r.log_probs is None
+        assert r.metrics["test_acc"] is None and r.metrics["test_balanced_acc"] is None
+        assert r.metrics["test_acc_class_0"] is None and r.metrics["train_acc"] is None
+
+
+class StatelessBatchNorm(TinyMLP):
+    """BatchNorm without running statistics: no buffers, so its seeds can be batched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm1d(32, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.fc2(self.act1(self.bn1(self.fc1(torch.flatten(x, 1))))), dim=1)
+
+
+def test_batched_seeds_of_a_batch_norm_network_merge_a_last_batch_of_one():
+    data = _data()  # 150 training samples: batches of 149 and 1
+    recipe = RECIPE.replace(batch_size=149, epochs=1)
+    assert batch_blocker(StatelessBatchNorm(), recipe) is None
+    (per_seed,) = train_seeds(StatelessBatchNorm(), data, recipe, SEEDS)
+    assert all(r.status == "done" and r.last_batch_merged for r in per_seed.values())
+    alone = list(train_network(StatelessBatchNorm(), data, recipe, SEEDS[0]))[0]
+    np.testing.assert_allclose(per_seed[SEEDS[0]].log_probs, alone.log_probs, rtol=1e-4, atol=1e-4)

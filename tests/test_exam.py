@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from analysis import beyond, exam
 from analysis.population import for_recipe, population, recipe_hash
-from analysis.samples import q8_samples
+from analysis.samples import q8_samples, vote_table
 from netzoo.cli import cli
 from netzoo.errors import NetzooError, ResultsError
-from synthetic import CONFUSING, EASY, WEIRD, from_curves, from_predictions, make_zoo, write_results
+from synthetic import CONFUSING, EASY, WEIRD, from_curves, from_predictions, make_zoo, stop_runs, write_results
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +224,34 @@ def test_agreement_counts_samples_two_families_both_get_wrong():
     # Linear vs Conv2d: pairs share 1 wrong sample (with {1,2}) or none (with {2,3}): 0.5 on average
     assert agr.loc[("Linear", "Conv2d"), "both_wrong"] == 0.5
     assert agr.loc[("Linear", "Conv2d"), "jaccard"] == pytest.approx(0.5 / (2 + 2 - 0.5))
+
+
+# --- runs that diverged or failed are not answers (issue 12, case 9) -------------------------------
+def test_an_ensemble_never_draws_a_diverged_run():
+    labels = np.arange(9) % 3
+    preds = np.tile(labels, (5, 1))
+    runs = pd.concat([_runs("LinearReLU_0", "LinearReLU_1"), _runs("Basic", seeds=(0, 1, 2))])
+    tables = stop_runs(from_predictions(runs.reset_index(drop=True), preds[:, None, :], labels, 3),
+                       [("Basic", 1), ("LinearReLU_1", 42)], at_epoch=1)
+    ens = beyond.ensembles(tables, k_max=3)
+    assert ens.attrs["left_out"] == 2
+    assert ens[ens["kind"] == "basic"]["added"].tolist() == ["Basic (seed 0)", "Basic (seed 2)"]
+    assert "LinearReLU_1 (seed 42)" not in ens["added"].tolist()
+
+
+def test_the_best_network_and_the_pareto_front_are_never_a_run_that_diverged():
+    zoo = make_zoo(per_cell=1)
+    best = zoo.planted["best"]
+    tables = stop_runs(zoo, [(best, 42)], at_epoch=4)
+    assert exam.q9_best_percentiles(zoo).attrs["network"] == best
+    assert exam.q9_best_percentiles(tables).attrs["network"] != best
+    assert best not in set(beyond.pareto_fronts(tables)["network"])
+    pop = population(tables)
+    assert best not in set(pop["network"]) and pop.attrs["left_out"] == 1
+
+
+def test_vote_table_counts_no_vote_for_a_missing_prediction():
+    predictions = pd.DataFrame({"sample": [0, 0, 1, 1], "label": [0, 0, 1, 1],
+                                "pred": pd.array([0, pd.NA, 1, pd.NA], dtype="Int64")})
+    votes = vote_table(predictions, classes=2)
+    assert votes[["votes_0", "votes_1"]].to_numpy().tolist() == [[1, 0], [0, 1]]

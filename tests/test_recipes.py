@@ -159,6 +159,23 @@ def test_recipe_comparison_states_the_best_recipe_and_steps_per_epoch():
     assert sections["recipes-comparison"].finding.startswith("adam gives the best mean balanced accuracy (0.925")
 
 
+def test_recipe_comparison_leaves_a_diverged_run_out_of_the_means_and_counts_it():
+    from analysis.recipes import learning_curves, recipe_comparison
+
+    tables = _two_recipes()
+    run = lambda frame: (frame["recipe"] == "adam") & (frame["network"] == "Conv2dReLU_1")  # noqa: E731
+    tables.networks.loc[run(tables.networks), "status"] = "diverged"
+    # as a results folder written before diverged epochs were null stored it: argmax of NaN, ~0.1
+    tables.epochs.loc[run(tables.epochs) & (tables.epochs["epoch"] == 3), ["status", "test_balanced_acc"]] = \
+        ["diverged", 0.1]
+    table = recipe_comparison(tables.epochs, tables.networks, by_family=False).set_index("recipe")
+    assert table.loc["adam", ["runs", "left_out"]].tolist() == [1, 1]
+    assert table.loc["adam", "test_balanced_acc"] == pytest.approx(0.9)  # LinearReLU_1 alone
+    assert table.loc["adam", "diverged"] == 0.5 and table.loc["sgd", "left_out"] == 0
+    curves = learning_curves(tables.epochs, networks=tables.networks)
+    assert curves.attrs["left_out"] == 1 and curves.query("recipe == 'adam'")["runs"].tolist() == [1, 1, 1]
+
+
 def test_depth_width_heatmap_and_vanishing_gradient_sections():
     from types import SimpleNamespace
 

@@ -124,3 +124,39 @@ def test_completeness_counts_planned_runs_per_recipe_not_across_recipes():
     planned = pd.DataFrame({"network": ["A", "C"], "recipe_hash": ["l" * 16] * 2, "seed": [42, 42]})
     gaps = missing(networks, planned=planned)
     assert list(zip(gaps["network"], gaps["recipe"], gaps["state"])) == [("C", "lr=0.01", "missing")]
+
+
+# --- one rule for a mean over seeds (issue 12, case 10) ---------------------------------------------
+def test_per_network_leaves_out_a_diverged_seed_and_says_so():
+    epochs = _runs({("A", 0): [0.5, 0.8], ("A", 1): [0.5, 0.9], ("A", 2): [0.5, 0.1]})
+    epochs["status"] = "done"
+    last = (epochs["seed"] == 2) & (epochs["epoch"] == 2)
+    epochs.loc[last, "status"] = "diverged"  # an older results folder: its accuracy was stored as ~0.1
+    out = per_network(epochs).set_index("network")
+    assert out.loc["A", ["n_seeds", "seeds_dropped"]].tolist() == [2, 1]
+    assert out.loc["A", "mean"] == pytest.approx(0.85)
+    assert out.attrs["left_out"] == 1
+
+
+def test_per_network_counts_a_failed_run_from_the_networks_table_as_dropped():
+    epochs = _runs({("A", 0): [0.8], ("A", 1): [0.6]})
+    networks = pd.DataFrame({"network": ["A", "A"], "recipe_hash": ["h-default"] * 2, "seed": [0, 1],
+                             "status": ["done", "failed"]})
+    out = per_network(epochs, networks=networks).set_index("network")
+    assert out.loc["A", ["n_seeds", "seeds_dropped", "mean"]].tolist() == [1, 1, pytest.approx(0.8)]
+
+
+def test_the_exam_and_the_seed_report_give_one_mean_and_interval_over_the_same_seeds():
+    from analysis.population import population
+    from synthetic import from_curves
+
+    tables = from_curves({("A", 0): [0.5, 0.8], ("A", 1): [0.5, 0.9], ("A", 2): [0.7], ("A", 3): [0.1]})
+    for frame in (tables.networks, tables.epochs):  # seed 2 stopped early at epoch 1, seed 3 diverged there
+        frame.loc[frame["seed"] == 2, "status"] = "stopped_early"
+        frame.loc[frame["seed"] == 3, "status"] = "diverged"
+    exam_row = population(tables).set_index("network").loc["A"]
+    seeds_row = per_network(tables.epochs, networks=tables.networks).set_index("network").loc["A"]
+    assert exam_row["n_seeds"] == seeds_row["n_seeds"] == 3
+    assert exam_row["seeds_dropped"] == seeds_row["seeds_dropped"] == 1
+    assert exam_row["test_balanced_acc_mean"] == pytest.approx(seeds_row["mean"]) == pytest.approx(0.8)
+    assert exam_row["test_balanced_acc_ci95"] == pytest.approx(seeds_row["ci95_high"] - seeds_row["mean"])

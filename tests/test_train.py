@@ -121,3 +121,63 @@ def test_fast_step_matches_optimizer_step_exactly(small, optimizer, monkeypatch)
     plain = [r.metrics for r in train_network(MLP(), small, recipe, seed=1)]
     keys = ["train_loss", "train_acc", "test_loss", "test_acc"]
     assert [[m[k] for k in keys] for m in fast] == [[m[k] for k in keys] for m in plain]
+
+
+# --- a diverged epoch has no answers (issue 12, case 9) ----------------------------------------------
+ACCURACIES = ["train_acc", "test_acc", "test_balanced_acc"] + [f"test_acc_class_{k}" for k in range(10)]
+
+
+def test_a_diverged_epoch_has_no_predictions_and_no_accuracies(small):
+    results = list(train_network(MLP(), small, Recipe(epochs=4, optimizer="sgd", lr=1e6), seed=0))
+    last = results[-1]
+    assert last.status == "diverged"
+    assert last.log_probs is None  # NaN outputs predict nothing: not class 0 for every sample
+    assert all(last.metrics[c] is None for c in ACCURACIES), {c: last.metrics[c] for c in ACCURACIES}
+    # the evidence of divergence stays: a loss as measured, NaN or inf
+    assert not (math.isfinite(last.metrics["train_loss"]) and math.isfinite(last.metrics["test_loss"]))
+    assert all(r.log_probs is not None and r.metrics["test_acc"] is not None for r in results[:-1])
+
+
+# --- BatchNorm and a last batch of one sample (issue 12, case 17) ------------------------------------
+class BatchNormMLP(MLP):
+    """64 -> 32 -> BatchNorm1d -> ReLU -> 10: training-mode BatchNorm needs two samples per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm1d(32)
+
+    def forward(self, x):
+        return torch.log_softmax(self.fc2(self.act1(self.bn1(self.fc1(torch.flatten(x, 1))))), dim=1)
+
+
+def _batch_sizes(model: nn.Module) -> list[int]:
+    """The batch sizes ``model`` sees in training mode, recorded by a forward hook."""
+    sizes: list[int] = []
+    model.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])) if module.training else None)
+    return sizes
+
+
+def test_a_batch_norm_network_trains_when_the_last_batch_holds_one_sample(digits):
+    data = dataclasses.replace(digits, x_train=digits.x_train[:401], y_train=digits.y_train[:401])  # 100 x 4 + 1
+    model = BatchNormMLP()
+    sizes = _batch_sizes(model)
+    results = list(train_network(model, data, Recipe(epochs=2, batch_size=4), seed=0))
+    assert [r.status for r in results] == ["done", "done"]
+    assert all(r.last_batch_merged for r in results)
+    # merged, not dropped: every sample trains each epoch, in 100 batches (99 of 4, one of 5)
+    assert sum(sizes) == 2 * 401 and len(sizes) == 200 and sorted(set(sizes)) == [4, 5]
+
+
+def test_a_network_without_batch_norm_keeps_its_last_batch_of_one(digits):
+    data = dataclasses.replace(digits, x_train=digits.x_train[:401], y_train=digits.y_train[:401])
+    model = MLP()
+    sizes = _batch_sizes(model)
+    (result,) = train_network(model, data, Recipe(epochs=1, batch_size=4), seed=0)
+    assert not result.last_batch_merged and len(sizes) == 101 and sizes[-1] == 1
+
+
+def test_batch_size_one_with_batch_norm_is_refused_naming_the_fix(small):
+    from netzoo.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="batch_size 1.*BatchNorm.*batch_size of 2 or more"):
+        next(train_network(BatchNormMLP(), small, Recipe(epochs=1, batch_size=1), seed=0))

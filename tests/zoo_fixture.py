@@ -2,7 +2,8 @@
 
 Like NATS-Bench's fake_torch_dir: real networks, small enough to train in a second on digits. Besides the
 healthy ones, ``NaNNet_1`` returns NaN log-probabilities (it must be recorded as diverged) and
-``BrokenNet_1`` raises in forward (recorded as failed).
+``BrokenNet_1`` raises in forward (recorded as failed). ``BATCH_NORM`` holds a network with a BatchNorm layer,
+for zoos made with ``batch_norm=True`` (kept apart: a zoo of ``SOURCES`` has none).
 """
 
 from __future__ import annotations
@@ -79,6 +80,21 @@ class BrokenNet_1(nn.Module):
 '''),
 }
 
+BATCH_NORM = {
+    "LinearReLU_2": ("Linear", "ReLU", 2, '''
+class LinearReLU_2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear({features}, 16)
+        self.bn1 = nn.BatchNorm1d(16)
+        self.act1 = nn.ReLU()
+        self.fc2 = nn.Linear(16, {classes})
+
+    def forward(self, x):
+        return F.log_softmax(self.fc2(self.act1(self.bn1(self.fc1(torch.flatten(x, 1))))), dim=1)
+'''),
+}
+
 HEALTHY = ("Basic", "Conv2dReLU_1", "LinearReLU_1", "LinearTanh_1")
 
 
@@ -89,7 +105,7 @@ def make_zoo(out: Path, names=HEALTHY, input_shape=(1, 8, 8), classes: int = 10,
     channels, side, _ = input_shape
     rows = []
     for name in names:
-        family, activation, depth, source = SOURCES[name]
+        family, activation, depth, source = {**SOURCES, **BATCH_NORM}[name]
         code = source.format(features=channels * side * side, classes=classes, channels=channels, side=side)
         (out / f"{name}.py").write_text(f"# {name}: hand-written test fixture\n" + HEADER + code.lstrip())
         rows.append({
