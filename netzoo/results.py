@@ -271,7 +271,7 @@ def _full_read(signature: tuple, table: str, classes: int) -> _FileCheck:
         file = pq.ParquetFile(signature[0], page_checksum_verification=True)
         got = file.schema_arrow
         if [(f.name, f.type) for f in got] != [(f.name, f.type) for f in expected]:
-            return _FileCheck(f"its columns are not the {table} table's")
+            return _FileCheck(f"its columns differ from the {table} table's (damaged, or another netzoo wrote it)")
         keys, rows = set(), []
         extra = ["dataset", "arch_id"] if table == "networks" else []
         for batch in file.iter_batches(batch_size=65536):
