@@ -1,10 +1,12 @@
 """Claim files: workers on one or several machines sharing a results folder never train the same key at once.
 
-A worker claims a key by creating ``DIR/claims/<network>--<recipe_hash>--<seed>.claim`` with
-``O_CREAT | O_EXCL`` (atomic on local filesystems and NFSv3+), writes who it is, keeps the claim's mtime fresh
-from a heartbeat thread, and deletes the claim when the key's parts are written. A claim is *stale* when its
-worker is dead (same host: the pid is gone or a zombie) or its heartbeat is older than ``stale_s`` (any host);
-a stale claim is renamed away (only one of several racing workers wins the rename) and claimed afresh.
+A worker claims a key by creating ``DIR/claims/<network>--<recipe_hash>--<seed>.claim`` holding who it is,
+written whole under a temporary name and then linked to the claim's name (``netzoo.files.atomic_create``:
+fails if the claim exists; atomic on local filesystems and NFS), so a claim is never seen half-written. The
+worker keeps the claim's mtime fresh from a heartbeat thread, and deletes the claim when the key's parts are
+written. A claim is *stale* when it is empty or unreadable (a crash while it was made: at once), when its
+worker is dead (same host: the pid is gone or a zombie), or when its heartbeat is older than ``stale_s`` (any
+host); a stale claim is renamed away (only one of several racing workers wins the rename) and claimed afresh.
 Even a stolen claim cannot duplicate rows: every key writes its own part files, replaced atomically.
 """
 
@@ -17,6 +19,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+from netzoo.files import atomic_create
 
 HEARTBEAT_S = 10.0   # how often a worker touches its claims
 STALE_S = 120.0      # a claim not touched for this long belongs to a dead worker (on any host)
@@ -45,20 +49,24 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_claim(path: Path) -> dict:
-    """The claim's owner record ({} when unreadable or still being written)."""
+    """The claim's owner record ({} when missing, empty or unreadable)."""
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def is_stale(path: Path, stale_s: float = STALE_S) -> bool:
-    """Whether the claim at ``path`` belongs to a dead worker."""
+    """Whether the claim at ``path`` belongs to no live worker: empty or unreadable (claims are written
+    whole before they appear, so only a crash leaves one so), its worker dead, or its heartbeat old."""
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return False
     owner = read_claim(path)
+    if not owner.get("token"):
+        return path.exists()
     if owner.get("host") == HOST and isinstance(owner.get("pid"), int) and not pid_alive(owner["pid"]):
         return True
     return age > stale_s
@@ -70,6 +78,16 @@ def live_claims(results_dir, stale_s: float = STALE_S) -> list[dict]:
     if not folder.is_dir():
         return []
     return [{**read_claim(p), "claim": p.name} for p in sorted(folder.glob("*.claim")) if not is_stale(p, stale_s)]
+
+
+def held_keys(results_dir, stale_s: float = STALE_S) -> set:
+    """The keys (network, recipe_hash, seed) a live worker holds a claim on right now."""
+    keys = set()
+    for claim in live_claims(results_dir, stale_s):
+        bits = claim["claim"].rsplit(".", 1)[0].split("--")
+        if len(bits) == 3 and bits[2].lstrip("-").isdigit():
+            keys.add((bits[0], bits[1], int(bits[2])))
+    return keys
 
 
 class Claims:
@@ -87,15 +105,12 @@ class Claims:
         self._thread.start()
 
     def _create(self, path: Path) -> bool:
-        """Create the claim file exclusively; False if it exists."""
+        """Create the claim file, whole, if there is none; False if it exists."""
         token = uuid.uuid4().hex
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        record = json.dumps({"worker": self.worker, "host": HOST, "pid": os.getpid(), "token": token,
+                             "since": time.time()}).encode()
+        if not atomic_create(path, lambda f: f.write(record)):
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"worker": self.worker, "host": HOST, "pid": os.getpid(), "token": token,
-                       "since": time.time()}, f)
         with self._lock:
             self.held[path] = token
         return True

@@ -1,11 +1,14 @@
 """netzoo's command line: thin click commands, one library call each.
 
 Anything a command does is also one Python call (named in each command's body), as in sqlite-utils.
-A NetzooError is printed as one line, without a traceback, and exits with status 2.
+A NetzooError is printed as one line, without a traceback, and exits with status 2; so is an OS-level fault
+(a full disk, a read-only folder, a missing permission), which names the file and the fix.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -16,14 +19,14 @@ from netzoo.errors import NetzooError
 PATH = click.Path(path_type=Path)
 
 
-def _ints(text: str | None) -> list[int] | None:
+def _ints(text: str | None, option: str = "--seeds") -> list[int] | None:
     """'0,1,2' -> [0, 1, 2]; None stays None."""
     if text is None:
         return None
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
+        raise NetzooError(f"{option} {text!r}: expected comma-separated integers like 0,1,2.") from None
 
 
 def _shape(text: str | None) -> tuple[int, int, int] | None:
@@ -127,7 +130,8 @@ def zoo_show(name, zoo_dir) -> None:
 @click.option("--epochs", type=int, default=None, help="epochs (default: the recipe's, 4)")
 @click.option("--networks", default=None, help="only these names: GLOB[,GLOB…] with shell wildcards")
 @click.option("--seeds", default=None, help="training seeds S[,S…] (default 42); each network trains once per seed")
-@click.option("--shard", default=None, help="i/N: train only this fixed share (1-based i), or 'auto' under Slurm")
+@click.option("--shard", default=None,
+              help="i/N: start with this share (1-based i), then help with the rest; 'auto' under a Slurm array")
 @click.option("--workers", type=int, default=None, help="worker processes (default: one per device, or as the CPU allows)")
 @click.option("--device", default=None, help="cpu, cuda, or cuda:0,cuda:1,… (default: cuda if present)")
 @click.option("--recipe", "recipe_ref", default=None, help="a recipe name or PATH.toml (default: the study's)")
@@ -140,7 +144,9 @@ def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seed
           recipe_ref, executor, address, gpus_per_task, no_lenses, quiet) -> None:
     """Train every network of a zoo and record each epoch and every test prediction under --results.
 
-    Rerunning the same command resumes: complete networks are skipped, nothing is duplicated.
+    Rerunning the same command resumes: whole networks are skipped, nothing is duplicated, and every network
+    `netzoo verify` reports (damaged, incomplete, inconsistent) is trained again. A zoo or dataset that
+    conflicts with what --results already holds is refused.
 
     Example:
 
@@ -174,6 +180,25 @@ def status(results) -> None:
     from netzoo.status import status_report
 
     click.echo(status_report(results))
+
+
+@cli.command()
+@click.option("--results", type=PATH, required=True)
+def verify(results) -> None:
+    """Read every file of every key; print each damaged, incomplete or inconsistent key, then a summary.
+
+    Exits 0 when every key is whole, 1 otherwise; `netzoo train` retrains what it reports.
+
+    Example:
+
+        netzoo verify --results results/mnist
+    """
+    from netzoo.verify import verify_report
+
+    text, ok = verify_report(results)
+    click.echo(text)
+    if not ok:
+        sys.exit(1)
 
 
 @cli.command()
@@ -300,21 +325,48 @@ def compare(results_a, results_b, out) -> None:
     click.echo(compare_text(results_a, results_b, out=out))
 
 
-def main() -> None:
-    """Entry point: run the CLI, printing netzoo's own errors as one line."""
+# OS-level faults a user can fix: (exit code, what to do). Any other exception is a bug: its traceback shows.
+OS_FAULTS = {
+    errno.ENOSPC: (1, "free space, then rerun the same command: finished work is kept, nothing half-written counts"),
+    errno.EDQUOT: (1, "free space or raise the quota, then rerun the same command: finished work is kept"),
+    errno.EROFS: (2, "the file system is read-only: pass a writable folder"),
+    errno.EACCES: (2, "fix its permissions, or pass a folder you can write"),
+    errno.EPERM: (2, "fix its permissions, or pass a folder you can write"),
+    errno.ENOTDIR: (2, "a part of the path is a file: pass a folder"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; netzoo's own errors and OS-level faults print as one line.
+
+    Only a real Ctrl-C prints 'aborted' (exit 130): click's own ``main`` would also turn an EOFError raised
+    inside a command into an abort, hiding a bug, so the command is invoked here directly.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(standalone_mode=False)
+        with cli.make_context("netzoo", args) as ctx:
+            cli.invoke(ctx)
     except NetzooError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # `netzoo zoo list | head`: the reader is gone, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            sys.exit(1)
+        if exc.errno not in OS_FAULTS:
+            raise
+        code, fix = OS_FAULTS[exc.errno]
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}; {fix}.", err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,20 @@
 
 Training writes one part file per (network, recipe, seed) per table: the MNIST study's 1001 networks make
 4,004 files, a 100k-network zoo 400k. Readers pay per file (open, footer, schema), so ``netzoo compact``
-merges a table's parts into ``compact-<token>-<i>.parquet`` files of at most ``MAX_ROWS`` rows, each sorted
-by key (then epoch, sample or layer), in the same folder, where ``pd.read_parquet(DIR/table)`` and
-``netzoo.results.load`` read them like any part.
+merges the parts of every whole key (``netzoo.results.scan``) into ``compact-<token>-<i>.parquet`` files of
+at most ``MAX_ROWS`` rows, each sorted by key (then epoch, sample or layer), in the same folder, where
+``pd.read_parquet(DIR/table)`` and ``netzoo.results.load`` read them like any part. Each compaction records
+in ``DIR/<table>/.compact-<token>.json`` (ignored by readers) the sha256, size and keys of every file it
+wrote, so a damaged compact file is found and only its keys are trained again.
 
-A kill at any moment loses nothing, in this order:
+One compaction merges the same keys in every table, the ``networks`` table last (a key's networks part
+records its other parts' checksums until they are merged). A kill at any moment loses nothing, table by table:
 1. the merged files are written under ``.tmp-compact-*`` names, which every reader ignores;
-2. a journal (``.compact-journal.json``, also ignored) names those files and the parts they replace;
-3. the temporary files are renamed into place (from here on a key may be in a part and a compact file:
-   ``results.load`` keeps one copy of each row);
-4. the merged parts are deleted, then the journal.
+2. a journal (``.compact-journal.json``, also ignored) names those files, their checksums and keys, and the
+   parts they replace;
+3. the temporary files are renamed into place (from here on a key's rows may be in a part and a compact
+   file: ``results.load`` reads each row once, from the source the rule picks);
+4. the merged parts are deleted, then the journal becomes the compaction's index.
 The next ``compact_results`` first rolls an interrupted journal forward (steps 3 and 4), and removes
 ``.tmp-compact-*`` files left by a kill before step 2, so duplicates never outlive the next compaction.
 Run one compaction at a time per results folder; training may go on meanwhile (new parts are left for
@@ -22,57 +26,69 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from netzoo import files
 from netzoo.errors import ResultsError
-from netzoo.results import completed_keys, key_of
+from netzoo.results import INDEX_PREFIX, SIBLINGS, file_sha256, key_of, results_folder, scan
 from netzoo.schema import TABLES
 
 MAX_ROWS = 4_000_000  # rows per compacted file: ~10 files for the MNIST study's 40M predictions
 JOURNAL = ".compact-journal.json"
 SORT_COLUMNS = ("network", "recipe_hash", "seed", "epoch", "sample", "layer")
+ORDER = SIBLINGS + ("networks",)  # networks last: its parts carry the others' checksums until then
 
 
 def compact_results(results_dir: str | Path, max_rows: int = MAX_ROWS) -> str:
-    """Merge every table's part files under ``results_dir`` into compact files; return a summary, one line per table."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise ResultsError(f"No results folder at {results_dir}. Pass --results to a folder written by netzoo train.")
-    # Only complete keys are merged: a key still training (its networks part, written last, not there yet)
-    # keeps its parts. networks goes first (TABLES order), so a key stays complete at every step.
-    complete = completed_keys(results_dir)
-    lines = []
-    for table in TABLES:
-        folder = results_dir / table
-        if folder.is_dir():
-            lines.append(f"{table}: {compact_table(folder, max_rows, complete)}")
-    if not lines:
+    """Merge the parts of every whole key under ``results_dir`` into compact files; return a summary, one
+    line per table."""
+    results_dir = results_folder(results_dir)
+    folders = {t: results_dir / t for t in TABLES if (results_dir / t).is_dir()}
+    if not folders:
         raise ResultsError(f"{results_dir} holds none of the tables {', '.join(TABLES)}; is it a netzoo results folder?")
-    return "\n".join(lines)
+    recovered = {t: recover(folder) for t, folder in folders.items()}
+    # Only the parts of whole keys are merged (a key still training keeps its parts), table by table: a key
+    # whose epochs a killed compaction merged already has its other tables merged now.
+    found = scan(results_dir)
+    token = uuid.uuid4().hex[:8]
+    lines = {}
+    for table in ORDER:
+        if table in folders:
+            parts = sorted(sources[table][0].path for sources in found.complete.values()
+                           if len(sources[table]) == 1 and not sources[table][0].compact)
+            lines[table] = compact_table(folders[table], parts, token, max_rows, recovered[table])
+    return "\n".join(f"{t}: {lines[t]}" for t in TABLES if t in lines)
 
 
-def compact_table(folder: Path, max_rows: int = MAX_ROWS, keys: set | None = None) -> str:
-    """Compact one table folder (only the parts of ``keys``, when given); return what was done,
-    e.g. '4004 parts -> 2 compact files (40,040,000 rows)'."""
-    recovered = recover(folder)
-    parts = sorted(p for p in folder.glob("*.parquet") if key_of(p) is not None and (keys is None or key_of(p) in keys))
+def compact_table(folder: Path, parts: list[Path], token: str, max_rows: int = MAX_ROWS,
+                  recovered: bool = False) -> str:
+    """Merge ``parts`` (one key each) of one table folder into compact files named by ``token``; return
+    what was done, e.g. '4004 parts -> 2 compact files (40,040,000 rows)'."""
     if not parts:
         kept = len(list(folder.glob("compact-*.parquet")))
         return f"nothing to merge ({kept} compact files{', recovered an interrupted compaction' if recovered else ''})"
-    token = uuid.uuid4().hex[:8]
-    written: list[tuple[str, str]] = []  # (temporary name, final name)
-    rows = 0
-    for i, chunk in enumerate(_chunks(parts, max_rows)):
-        merged = _sorted(pa.concat_tables([pq.read_table(p) for p in chunk], promote_options="permissive"))
-        tmp, final = f".tmp-compact-{token}-{i}.parquet", f"compact-{token}-{i}.parquet"
-        pq.write_table(merged, folder / tmp, row_group_size=256_000)
-        written.append((tmp, final))
-        rows += merged.num_rows
-    _write_journal(folder, {"files": written, "parts": [p.name for p in parts]})
+    written, rows = [], 0
+    try:
+        for i, chunk in enumerate(_chunks(parts, max_rows)):
+            merged = _sorted(pa.concat_tables([pq.read_table(p).replace_schema_metadata(None) for p in chunk],
+                                              promote_options="permissive"))
+            name = f"compact-{token}-{i}.parquet"
+            tmp = files.write_temp(folder / name, lambda f: pq.write_table(
+                merged, f, row_group_size=256_000, write_page_checksum=True))
+            written.append({"tmp": tmp.name, "name": name, "sha256": file_sha256(tmp), "bytes": tmp.stat().st_size,
+                            "keys": [list(key_of(p)) for p in chunk]})
+            rows += merged.num_rows
+        _write_journal(folder, {"token": token, "created": time.time(), "files": written,
+                                "parts": [p.name for p in parts]})
+    except BaseException:
+        for entry in written:
+            (folder / entry["tmp"]).unlink(missing_ok=True)
+        raise
     _roll_forward(folder)
     return f"{len(parts)} parts -> {len(written)} compact files ({rows:,} rows)"
 
@@ -83,25 +99,26 @@ def recover(folder: Path) -> bool:
         _roll_forward(folder)
         return True
     # killed before the journal was in place: the parts are intact, the merged files are leftovers
-    stray = list(folder.glob(".tmp-compact-*.parquet")) + list(folder.glob(".tmp-journal-*"))
+    stray = list(folder.glob(".tmp-compact-*")) + list(folder.glob(f".tmp-{JOURNAL}-*"))
     for path in stray:
-        _delete(path)
+        path.unlink(missing_ok=True)
     return bool(stray)
 
 
 def _roll_forward(folder: Path) -> None:
-    """Steps 3 and 4 of the journal: rename the merged files into place, delete the parts they replace."""
+    """Steps 3 and 4 of the journal: rename the merged files into place, delete the parts they replace, and
+    keep the journal as the compaction's index."""
     journal = json.loads((folder / JOURNAL).read_text())
-    for tmp, final in journal["files"]:
-        if (folder / tmp).exists():
-            _rename(folder / tmp, folder / final)
-        elif not (folder / final).exists():
-            raise ResultsError(f"{folder / JOURNAL} names {tmp}, which is gone; the parts it merged are kept. "
-                               f"Delete {folder / JOURNAL} and the compact files it names, then compact again.")
+    for entry in journal["files"]:
+        if (folder / entry["tmp"]).exists():
+            _rename(folder / entry["tmp"], folder / entry["name"])
+        elif not (folder / entry["name"]).exists():
+            raise ResultsError(f"{folder / JOURNAL} names {entry['tmp']}, which is gone; the parts it merged are "
+                               f"kept. Delete {folder / JOURNAL} and the compact files it names, then compact again.")
     for name in journal["parts"]:
         if (folder / name).exists():
             _delete(folder / name)
-    _delete(folder / JOURNAL)
+    _rename(folder / JOURNAL, folder / f"{INDEX_PREFIX}{journal['token']}.json")
 
 
 def _chunks(parts: list[Path], max_rows: int) -> list[list[Path]]:
@@ -126,9 +143,7 @@ def _sorted(table: pa.Table) -> pa.Table:
 
 def _write_journal(folder: Path, journal: dict) -> None:
     """Write the journal atomically (temporary name, then rename)."""
-    tmp = folder / f".tmp-journal-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(journal))
-    _rename(tmp, folder / JOURNAL)
+    files.atomic_write_text(folder / JOURNAL, json.dumps(journal))
 
 
 def _rename(src: Path, dst: Path) -> None:

@@ -1,17 +1,17 @@
 """Around the hot loop: what to train (plan), where (workers, devices, shards), and what happened (Outcome).
 
-``plan(job)`` lists the Tasks of a TrainJob not yet complete in its shard; ``run_tasks(job, tasks, device)``
+``plan(job)`` checks the job against what the results folder holds (one dataset; one architecture per
+network name and recipe) and lists the Tasks not yet whole, its shard's first; ``run_tasks(job, tasks, device)``
 trains tasks in this process, claiming each key first (``netzoo.claims``) and writing its four part files
-atomically (``netzoo.results``); ``run_job(job)`` does both, with local worker processes or Ray. A NaN loss
-is recorded as ``diverged``, an exception as ``failed`` (the run goes on), a CUDA out-of-memory is retried
-once at half the batch size.
+atomically (``netzoo.results``); ``run_job(job)`` does both, with local worker processes or Ray, and does not
+end while a planned key is neither whole nor held by a live worker. A NaN loss is recorded as ``diverged``,
+an exception as ``failed`` (the run goes on), a CUDA out-of-memory is retried once at half the batch size.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
-import json
 import logging
 import math
 import os
@@ -28,11 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from netzoo import results as res
-from netzoo.claims import HOST, Claims
+from netzoo.claims import HOST, Claims, held_keys
 from netzoo.datasets import dataset_info
 from netzoo.errors import NetzooError, RecipeError, ResultsError, ShapeMismatchError, UnknownNetworkError
+from netzoo.identity import check_dataset, check_folder, record_job
 from netzoo.recipe import Recipe, load_recipe
 from netzoo.schema import LAYERS, NETWORKS, PREDICTIONS, epochs_schema
+from netzoo.shards import in_turn, own_share, parse_shard
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class TrainJob:
     recipe: Recipe = field(default_factory=Recipe)
     seeds: tuple[int, ...] = (42,)      # each network trains once per seed
     networks: str | None = None         # GLOB[,GLOB…]; None = all
-    shard: tuple[int, int] | None = None  # (i, N), 1-based: this process's fixed share
+    shard: tuple[int, int] | None = None  # (i, N), 1-based: the share this process starts with
     workers: int | None = None          # worker processes; None = one per GPU, or the fastest CPU split
     devices: tuple[str, ...] = ("cpu",)
     threads: int | None = None          # torch intra-op threads per worker; None = cores / workers
@@ -72,9 +74,22 @@ class TrainJob:
         dataset_info(dataset)  # unknown names stop here, with the known ones listed
         return cls(zoo=Path(zoo), results=Path(results), dataset=dataset,
                    data_root=Path(data_root) if data_root else None, download=download, recipe=resolved,
-                   seeds=tuple(seeds) if seeds else (42,), networks=networks, shard=parse_shard(shard),
+                   seeds=check_seeds(seeds) if seeds else (42,), networks=networks, shard=parse_shard(shard),
                    workers=workers, devices=parse_devices(device), executor=executor, address=address,
                    gpus_per_task=gpus_per_task, lenses=lenses, quiet=quiet)
+
+
+MAX_SEED = 2**63 - 1  # seeds are stored as int64; torch.manual_seed takes up to 2**64 - 1
+
+
+def check_seeds(seeds) -> tuple[int, ...]:
+    """The training seeds, each once, in order; a NetzooError for one outside 0 … 2**63 - 1."""
+    seeds = tuple(dict.fromkeys(int(s) for s in seeds))
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise NetzooError(f"--seeds {seed}: a training seed is an integer from 0 to {MAX_SEED} (seeds are "
+                              "stored as int64 and seed torch's generators); pick a smaller one.")
+    return seeds
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class Task:
     network: str
     seed: int
     recipe_hash: str
+    share: int = 0  # 0: this process's own shard; k: the k-th shard after it, helped once its own is done
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -111,7 +127,9 @@ class Summary:
     outcomes: list[Outcome]
     already_complete: int
     wall_time_s: float
-    lost: int = 0  # tasks a worker claimed but never reported (it died)
+    lost: int = 0       # keys one of this run's workers claimed and never finished (it died), still not whole
+    elsewhere: int = 0  # keys another live worker (another process or machine) holds at the end: it trains them
+    left: int = 0       # keys neither whole nor held by a live worker at the end: rerunning trains them
 
     def count(self, status: str) -> int:
         """Outcomes with this status."""
@@ -119,34 +137,21 @@ class Summary:
 
     @property
     def failed(self) -> int:
-        """Networks that failed (an exception, or a worker that died)."""
-        return self.count("failed") + self.lost
+        """Planned keys without an answer: failed runs, keys lost with a dead worker, keys left untrained."""
+        return self.count("failed") + self.lost + self.left
 
     def line(self) -> str:
         """e.g. 'trained 1001 in 4m 12s: 990 done, 8 diverged, 0 stopped early, 3 failed; 0 already complete -> DIR'."""
         trained = sum(o.status != "skipped" for o in self.outcomes)
         minutes, seconds = divmod(self.wall_time_s, 60)
         lost = f", {self.lost} lost with a dead worker" if self.lost else ""
+        left = f", {self.left} left untrained (rerun the command to train them)" if self.left else ""
+        elsewhere = (f"; {self.elsewhere} being trained by {'another worker' if self.elsewhere == 1 else 'other workers'}"
+                     if self.elsewhere else "")
         return (f"trained {trained} in {int(minutes)}m {seconds:.1f}s: {self.count('done')} done, "
                 f"{self.count('diverged')} diverged, {self.count('stopped_early')} stopped early, "
-                f"{self.count('failed')} failed{lost}; {self.already_complete} already complete -> {self.results}")
-
-
-def parse_shard(text) -> tuple[int, int] | None:
-    """'3/8' -> (3, 8); 'auto' reads a Slurm array's SLURM_ARRAY_TASK_ID/_COUNT (and _MIN); None stays None."""
-    if text is None or isinstance(text, tuple):
-        return text
-    if text == "auto":
-        task_id, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
-        if task_id is None or count is None:
-            raise NetzooError("--shard auto reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT, which are not "
-                              "set: run it inside an sbatch --array job, or pass --shard i/N.")
-        index = int(task_id) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-        return index + 1, int(count)
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise NetzooError(f"--shard {text!r}: expected i/N with 1 <= i <= N (e.g. 3/8), or 'auto' under Slurm.")
-    return int(match[1]), int(match[2])
+                f"{self.count('failed')} failed{lost}{left}{elsewhere}; {self.already_complete} already complete "
+                f"-> {self.results}")
 
 
 def parse_devices(text) -> tuple[str, ...]:
@@ -175,7 +180,11 @@ def _manifest_rows(zoo: Path) -> dict[str, dict]:
     path = Path(zoo) / "manifest.parquet"
     if not path.is_file():
         raise ResultsError(f"No zoo at {zoo} (no manifest.parquet). Run: netzoo generate --out {zoo}")
-    return {row["network"]: row for row in pq.read_table(path).to_pylist()}
+    try:
+        return {row["network"]: row for row in pq.read_table(path).to_pylist()}
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        raise NetzooError(f"{path} is damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}): "
+                          f"regenerate the zoo with the netzoo generate command that made it (--out {zoo}).") from None
 
 
 def _natural_key(name: str) -> list:
@@ -232,44 +241,31 @@ def all_keys(job: TrainJob) -> list[tuple[str, str, int]]:
     return [(name, job.recipe.hash, seed) for name in names for seed in job.seeds]
 
 
-def record_job(job: TrainJob, keys: list) -> None:
-    """Write DIR/recipes/<hash>.json and DIR/jobs/<hash>.json (zoo, dataset, planned networks and seeds),
-    which ``netzoo status`` reads to count what is left."""
-    recipe = job.recipe
-    res.atomic_write_text(job.results / "recipes" / f"{recipe.hash}.json", recipe.to_json())
-    record = {"zoo": str(Path(job.zoo).resolve()), "dataset": job.dataset, "recipe": recipe.name,
-              "recipe_hash": recipe.hash, "seeds": list(job.seeds),
-              "networks": list(dict.fromkeys(k[0] for k in keys))}
-    path = job.results / "jobs" / f"{recipe.hash}.json"
-    try:  # a sweep or another --networks selection under the same recipe adds to the record
-        old = json.loads(path.read_text())
-        record["networks"] = list(dict.fromkeys(old.get("networks", []) + record["networks"]))
-        record["seeds"] = sorted(set(old.get("seeds", [])) | set(record["seeds"]))
-    except (OSError, ValueError):
-        pass
-    res.atomic_write_text(path, json.dumps(record, indent=1))
-
-
 def shard_keys(job: TrainJob) -> list[tuple[str, str, int]]:
-    """The keys of this process's shard: every N-th key of the sorted plan for shard i/N (all without a shard)."""
-    keys = all_keys(job)
-    if job.shard:
-        i, n = job.shard
-        keys = keys[i - 1::n]
-    return keys
+    """The keys of this process's own share: every N-th key of the sorted plan for shard i/N (all without one)."""
+    return own_share(all_keys(job), job.shard)
 
 
 def plan(job: TrainJob) -> list[Task]:
-    """The Tasks of ``job`` in its shard that are not complete yet, in a fixed order.
+    """The Tasks of ``job`` whose keys are not whole yet: this process's shard first, then the others'.
 
-    Checks the zoo against the dataset and recipe, records the job (DIR/jobs/, DIR/recipes/) and reports
-    corrupt part files (their keys are planned again). A shard i/N takes every N-th key of the sorted plan.
+    Checks the zoo against the dataset and recipe, and against the folder (one dataset, recorded in
+    DIR/dataset.json; one architecture per network name and recipe), records the job (DIR/jobs/,
+    DIR/recipes/), and moves damaged files out of the way (DIR/damaged/; their keys are planned again).
+    A shard i/N is where a process starts, not a fence: after every N-th key of the sorted plan from the
+    i-th, it takes any key left, so whatever set of shards runs, the whole plan gets trained.
     """
-    job.results.mkdir(parents=True, exist_ok=True)
-    record_job(job, all_keys(job))
-    done = res.completed_keys(job.results)
-    return [Task(network, seed, recipe_hash) for network, recipe_hash, seed in shard_keys(job)
-            if (network, recipe_hash, seed) not in done]
+    res.results_folder(job.results, create=True)
+    keys = all_keys(job)
+    rows = _manifest_rows(job.zoo)
+    architectures = {name: rows[name]["arch_id"] for name in dict.fromkeys(k[0] for k in keys)}
+    found = res.scan(job.results)
+    check_folder(job, architectures, found)
+    check_dataset(job, _dataset(job.dataset, job.data_root, job.download, job.devices[0]))
+    record_job(job, architectures)
+    res.quarantine(job.results, found.problems, keep=held_keys(job.results))
+    return [Task(network, seed, recipe_hash, share) for share, (network, recipe_hash, seed) in in_turn(keys, job.shard)
+            if (network, recipe_hash, seed) not in found.complete]
 
 
 # --- training one task -----------------------------------------------------------------------------
@@ -406,14 +402,6 @@ def train_task(job: TrainJob, task: Task, device: str, trained: list | None = No
     return Outcome(task.network, task.seed, status, len(epochs), error, network_row["wall_time_s"])
 
 
-def write_dataset_record(job: TrainJob, device: str) -> None:
-    """DIR/dataset.json: the dataset's split, normalisation and sizes (written once)."""
-    path = job.results / "dataset.json"
-    if not path.exists():
-        data = _dataset(job.dataset, job.data_root, job.download, device)
-        res.atomic_write_text(path, json.dumps(data.describe(), indent=1))
-
-
 def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=None, stop=None,
               on_start=None) -> list[Outcome]:
     """Train ``tasks`` in this process on ``device``, one after another; return one Outcome per task.
@@ -430,8 +418,8 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
     threads_before = torch.get_num_threads()  # restored at the end: run_job may run in a user's process
     if job.threads:
         torch.set_num_threads(job.threads)
-    job.results.mkdir(parents=True, exist_ok=True)
-    write_dataset_record(job, device)
+    res.results_folder(job.results, create=True)
+    check_dataset(job, _dataset(job.dataset, job.data_root, job.download, device))
     claims = Claims(job.results)
     outcomes = []
     try:
@@ -489,15 +477,20 @@ def worker_slots(job: TrainJob, n_tasks: int) -> list[tuple[str, int]]:
     return [(d, threads) for d in devices[:count]]
 
 
-def _worker_main(job: TrainJob, tasks: list[Task], device: str, threads: int, queue, parent: int) -> None:
-    """A worker process: train what it can claim, report each outcome on ``queue``; stop if the parent dies."""
+def _worker_main(job: TrainJob, tasks: list[Task], device: str, threads: int, queue, parent: int, stop) -> None:
+    """A worker process: train what it can claim, report each start and outcome on ``queue``; stop if the
+    parent dies or sets ``stop``. An OSError (a full disk, a read-only folder) is reported to the parent,
+    which raises it: one message, not one traceback per worker."""
     import dataclasses
 
     logging.basicConfig(level=logging.WARNING if job.quiet else logging.INFO, format="%(levelname)s %(message)s")
     job = dataclasses.replace(job, threads=threads)
     try:
         run_tasks(job, tasks, device, on_outcome=lambda o: queue.put(("outcome", asdict(o))),
-                  stop=lambda: os.getppid() != parent, on_start=lambda t: queue.put(("start", t.network)))
+                  stop=lambda: os.getppid() != parent or stop.is_set(),
+                  on_start=lambda t: queue.put(("start", list(t.key))))
+    except OSError as exc:
+        queue.put(("fault", (exc.errno, exc.strerror or str(exc), exc.filename)))
     finally:
         queue.put(("exit", os.getpid()))
     # A normal end skips the interpreter's teardown, which torch makes ~0.6 s long (measured) and the parent
@@ -510,12 +503,13 @@ def _worker_main(job: TrainJob, tasks: list[Task], device: str, threads: int, qu
     os._exit(0)
 
 
-def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tuple[list[Outcome], int]:
+def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tuple[list[Outcome], set]:
     """Run ``tasks`` in this process and, with several workers, in spawned worker processes too; return
-    (outcomes, lost).
+    (outcomes, lost): the keys one of these workers started and never finished (it died).
 
     The first worker is this process: torch is loaded here already, so it trains at once while the others
-    spawn (each spends ~2.5 s importing torch). A thread here gathers the other workers' outcomes.
+    spawn (each spends ~2.5 s importing torch). A thread here gathers the other workers' starts and outcomes.
+    A key skipped because a worker of another process holds it is not lost: ``run_job`` looks at it after.
     """
     import dataclasses
     import multiprocessing as mp
@@ -525,20 +519,21 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
     if len(slots) == 1:
         device, threads = slots[0]
         return run_tasks(dataclasses.replace(job, threads=threads), tasks, device, on_outcome=on_outcome,
-                         on_start=on_start), 0
+                         on_start=on_start), set()
     ctx = mp.get_context("spawn")  # fork after torch started threads can deadlock; spawn is safe everywhere
-    queue = ctx.Queue()
-    # Costliest first (training FLOPs per sample from the manifest), every worker walking the same list and
-    # claiming the next free task: the run ends on small networks, not on two workers finishing ResNets.
+    queue, stop = ctx.Queue(), ctx.Event()
+    # Costliest first (training FLOPs per sample from the manifest) within this process's own share, then
+    # within the shares it helps with, every worker walking the same list and claiming the next free task:
+    # the run ends on small networks, not on two workers finishing ResNets.
     rows = _manifest_rows(Path(job.zoo))
-    order = sorted(tasks, key=lambda t: -(rows[t.network].get("flops_train_step") or 0))
+    order = sorted(tasks, key=lambda t: (t.share, -(rows[t.network].get("flops_train_step") or 0)))
     procs = []
     for index, (device, threads) in enumerate(slots[1:], start=1):
-        proc = ctx.Process(target=_worker_main, args=(job, order, device, threads, queue, os.getpid()),
+        proc = ctx.Process(target=_worker_main, args=(job, order, device, threads, queue, os.getpid(), stop),
                            name=f"netzoo-worker-{index}", daemon=True)
         proc.start()
         procs.append(proc)
-    outcomes, lock = {}, threading.Lock()
+    outcomes, started, faults, lock = {}, set(), [], threading.Lock()
 
     def record(outcome: Outcome) -> None:
         if outcome.status == "skipped":  # every worker sees every task: keep the one that trained it
@@ -546,6 +541,12 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
         with lock:
             outcomes[(outcome.network, outcome.seed)] = outcome
             on_outcome(outcome)
+
+    def begin(task: Task) -> None:
+        with lock:
+            started.add(task.key)
+        if on_start is not None:
+            on_start(task)
 
     def gather() -> None:
         running = len(procs)
@@ -559,30 +560,50 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
             if kind == "exit":
                 running -= 1
             elif kind == "start":
-                if on_start is not None:
-                    on_start(Task(value, 0, ""))
+                begin(Task(value[0], int(value[2]), value[1]))
+            elif kind == "fault":
+                faults.append(value)
+                stop.set()
             else:
                 record(Outcome(**value))
 
     gatherer = threading.Thread(target=gather, name="netzoo-gather", daemon=True)
     gatherer.start()
     device, threads = slots[0]
-    run_tasks(dataclasses.replace(job, threads=threads), order, device, on_outcome=record, on_start=on_start)
-    gatherer.join()
-    for proc in procs:
-        proc.join()
-    trained = list(outcomes.values())
-    lost = sum(1 for t in tasks if (t.network, t.seed) not in outcomes and not res.key_complete(job.results, t.key))
-    return trained, lost
+    try:
+        run_tasks(dataclasses.replace(job, threads=threads), order, device, on_outcome=record, on_start=begin,
+                  stop=stop.is_set)
+    except BaseException:
+        stop.set()
+        for proc in procs:  # a kill is safe at any moment: parts are atomic, a dead worker's claims stale
+            proc.terminate()
+        raise
+    finally:
+        gatherer.join()
+        for proc in procs:
+            proc.join()
+    if faults:
+        code, message, filename = faults[0]
+        raise OSError(code, message, filename)
+    lost = {key for key in started if (key[0], key[2]) not in outcomes}
+    return list(outcomes.values()), lost
+
+
+MAX_PASSES = 3  # a run looks again for planned keys nobody holds this many times before it reports them
 
 
 def run_job(job: TrainJob) -> Summary:
-    """Plan ``job``, train its tasks with the chosen executor, and summarise (done, diverged, failed, time)."""
+    """Plan ``job``, train its tasks with the chosen executor, and summarise (done, diverged, failed, time).
+
+    A run does not end while a planned key is neither whole nor held by a live worker: keys left so (a
+    worker of another process held one and died, a claim was given up) are trained in another pass; keys
+    another live worker holds at the end are reported as being trained elsewhere, not as failures.
+    """
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     tasks = plan(job)
-    total = len(shard_keys(job)) - len(tasks)  # complete before this run, in this shard
+    total = len(all_keys(job)) - len(tasks)  # whole before this run
     log.info("%d task(s) to train, %d already complete, on %s", len(tasks), total, ",".join(job.devices))
     bar = tqdm(total=len(tasks), unit="net", disable=job.quiet or not tasks, dynamic_ncols=True,
                desc=f"train {job.zoo.name}")
@@ -594,20 +615,33 @@ def run_job(job: TrainJob) -> Summary:
         if outcome.status != "skipped":
             bar.update(1)
 
+    outcomes, lost, left, held = [], set(), [], set()
     try:
-        if job.executor == "ray":
-            try:
-                from netzoo.executors import ray as ray_executor
-            except ImportError as exc:
-                raise NetzooError(f"--executor ray is unavailable ({exc}); install it: pip install 'netzoo[ray]'") from None
-            outcomes, lost = ray_executor.run(job, tasks, on_outcome), 0
-        else:
-            outcomes, lost = run_local(job, tasks, on_outcome, on_start)
+        for _ in range(MAX_PASSES):
+            if not tasks:
+                break
+            if job.executor == "ray":
+                try:
+                    from netzoo.executors import ray as ray_executor
+                except ImportError as exc:
+                    raise NetzooError(f"--executor ray is unavailable ({exc}); install it: pip install 'netzoo[ray]'") from None
+                got, dead = ray_executor.run(job, tasks, on_outcome), set()
+            else:
+                got, dead = run_local(job, tasks, on_outcome, on_start)
+            outcomes += [o for o in got if o.status != "skipped"]
+            lost |= dead
+            whole = res.scan(job.results, keys=[t.key for t in tasks]).complete
+            left = [t for t in tasks if t.key not in whole]
+            held = held_keys(job.results) if left else set()
+            tasks = [t for t in left if t.key not in held]
+            if tasks:
+                log.info("%d planned key(s) are neither whole nor held by a live worker: training them", len(tasks))
     finally:
         bar.close()
-    outcomes = [o for o in outcomes if o.status != "skipped"]
+    orphans = {t.key for t in left if t.key not in held}
     return Summary(results=job.results, outcomes=outcomes, already_complete=total,
-                   wall_time_s=time.perf_counter() - start, lost=lost)
+                   wall_time_s=time.perf_counter() - start, lost=len(orphans & lost), left=len(orphans - lost),
+                   elsewhere=sum(t.key in held for t in left))
 
 
 def steps_per_network(train_size: int, recipe: Recipe) -> int:

@@ -1,19 +1,20 @@
 """``netzoo status``: how far a results folder is: done / diverged / failed / running / left per family.
 
 What was planned comes from DIR/jobs/<recipe_hash>.json (written by every ``netzoo train``: the zoo, its
-networks and seeds); what is finished from the ``networks`` table; what is running from live claim files.
+networks and seeds); what is finished from the ``networks`` table of whole keys only (``netzoo.results.scan``,
+the rule ``netzoo verify`` applies: a damaged or incomplete key is left, as train sees it); what is running
+from live claim files.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from netzoo.claims import live_claims
+from netzoo.claims import held_keys
 from netzoo.errors import ResultsError
-from netzoo.results import load
+from netzoo.results import job_records, load, results_folder
 
 COLUMNS = ["done", "diverged", "failed", "stopped_early", "running", "left", "planned"]
 
@@ -21,8 +22,10 @@ COLUMNS = ["done", "diverged", "failed", "stopped_early", "running", "left", "pl
 def _planned(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """Planned keys (network, recipe_hash, seed, family) from DIR/jobs/*.json, and notes on unreadable zoos."""
     rows, notes = [], []
-    for path in sorted((results_dir / "jobs").glob("*.json")):
-        record = json.loads(path.read_text())
+    for path, record in job_records(results_dir):
+        if record is None or not {"zoo", "networks", "seeds", "recipe_hash"} <= set(record):
+            raise ResultsError(f"{path} is damaged: rerun the netzoo train command that wrote it (it rewrites "
+                               f"the record), or delete it to leave its plan out of the count.")
         families = {}
         try:
             manifest = pd.read_parquet(Path(record["zoo"]) / "manifest.parquet", columns=["network", "family"])
@@ -36,16 +39,19 @@ def _planned(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def status_table(results_dir) -> pd.DataFrame:
     """One row per family (and a total): done, diverged, failed, stopped_early, running, left, planned."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise ResultsError(f"No results folder at {results_dir}. Start one with: netzoo train --results {results_dir} …")
-    networks = load(results_dir, tables=["networks"],
-                    columns={"networks": ["network", "recipe_hash", "seed", "family", "status"]}).networks
-    planned, _ = _planned(results_dir)
+    results_dir = results_folder(results_dir)
+    networks = load(results_dir, tables=["networks"], columns={"networks": list(COLUMNS_READ)}).networks
+    return _table(results_dir, networks, _planned(results_dir)[0])
+
+
+COLUMNS_READ = ("network", "recipe", "recipe_hash", "seed", "family", "status", "dataset")
+
+
+def _table(results_dir: Path, networks: pd.DataFrame, planned: pd.DataFrame) -> pd.DataFrame:
+    """The status table from the whole keys' networks rows and the planned keys."""
     key = ["network", "recipe_hash", "seed"]
     finished = set(zip(networks["network"], networks["recipe_hash"], networks["seed"]))
-    running = {(c["claim"].rsplit(".", 1)[0].split("--")[0], c["claim"].split("--")[1],
-                int(c["claim"].rsplit(".", 1)[0].split("--")[2])) for c in live_claims(results_dir)} - finished
+    running = held_keys(results_dir) - finished
     keys = set(zip(planned["network"], planned["recipe_hash"], planned["seed"]))
     frame = pd.concat([
         networks[key + ["family", "status"]],
@@ -62,18 +68,17 @@ def status_table(results_dir) -> pd.DataFrame:
 
 def status_report(results_dir) -> str:
     """The status table as text, with a headline (complete / planned) and any notes."""
-    results_dir = Path(results_dir)
-    table = status_table(results_dir)
-    _, notes = _planned(results_dir)
-    total = table.iloc[-1]
-    complete = int(total[["done", "diverged", "failed", "stopped_early"]].sum())
-    planned = int(total["planned"])
-    share = f" ({100 * complete / planned:.0f}% of {planned} planned)" if planned else " (no plan recorded)"
-    lines = [f"{results_dir}: {complete} complete{share}, {int(total['running'])} running, {int(total['left'])} left",
-             table.to_string(index=False)]
     from analysis.completeness import completeness_text  # networks x seeds x recipes x datasets: done / missing
 
-    runs = load(results_dir, tables=["networks"], columns={"networks": ["network", "recipe", "recipe_hash", "seed",
-                                                                         "status", "dataset"]}).networks
-    lines[1:1] = [completeness_text(runs, planned=_planned(results_dir)[0]), ""]  # the family table stays last
+    results_dir = results_folder(results_dir)
+    networks = load(results_dir, tables=["networks"], columns={"networks": list(COLUMNS_READ)}).networks
+    planned, notes = _planned(results_dir)
+    table = _table(results_dir, networks, planned)
+    total = table.iloc[-1]
+    complete = int(total[["done", "diverged", "failed", "stopped_early"]].sum())
+    planned_n = int(total["planned"])
+    share = f" ({100 * complete / planned_n:.0f}% of {planned_n} planned)" if planned_n else " (no plan recorded)"
+    lines = [f"{results_dir}: {complete} complete{share}, {int(total['running'])} running, {int(total['left'])} left",
+             completeness_text(networks, planned=planned), "",  # the family table stays last
+             table.to_string(index=False)]
     return "\n".join(lines + [f"note: {n}" for n in notes])

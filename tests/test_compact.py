@@ -13,26 +13,34 @@ import pytest
 
 from netzoo import compact
 from netzoo.compact import compact_results
-from netzoo.results import part_name
-from netzoo.schema import PREDICTIONS, TABLES
+from netzoo.results import write_part
+from netzoo.schema import LAYERS, NETWORKS, PREDICTIONS, epochs_schema
 
 ROW_KEY = ["network", "recipe_hash", "seed", "epoch", "sample"]
 
 
+def _network_row(key) -> dict:
+    """A networks row for ``key`` with a plain value in every column."""
+    defaults = {pa.types.is_string: "x", pa.types.is_integer: 0, pa.types.is_floating: 0.0,
+                pa.types.is_boolean: False, pa.types.is_list: [], pa.types.is_timestamp: pd.Timestamp(0, tz="UTC")}
+    row = {f.name: next(v for test, v in defaults.items() if test(f.type)) for f in NETWORKS}
+    return {**row, "network": key[0], "recipe_hash": key[1], "seed": key[2], "dataset": "digits", "classes": 10}
+
+
 def _write_parts(results, networks=12, seeds=2, epochs=2, samples=50, incomplete=()):
-    """A predictions table of one part file per (network, seed), named as netzoo.results names them, and
-    one-row parts in the other tables, so each key counts as complete (except networks in ``incomplete``)."""
+    """A predictions table of one part file per (network, seed), written as netzoo.results writes them, with
+    one epochs row per epoch, no layers rows and a networks row, so each key is whole (except networks in
+    ``incomplete``, whose networks part, written last, is missing)."""
     folder = results / "predictions"
-    for table in TABLES:
-        (results / table).mkdir(parents=True)
     rng = np.random.default_rng(0)
     for n in range(networks):
         for seed in range(seeds):
             key = (f"Conv2dReLU_{n}", "abcd", seed)
-            for table in ("networks", "epochs", "layers"):
-                if not (table == "networks" and n in incomplete):
-                    pq.write_table(pa.table({"network": [key[0]], "recipe_hash": [key[1]], "seed": [seed]}),
-                                   results / table / part_name(key))
+            write_part(results, "epochs", pd.DataFrame([{
+                **{c: 0.5 for c in epochs_schema(10).names}, "network": key[0], "recipe": "default",
+                "recipe_hash": "abcd", "seed": seed, "epoch": e, "status": "done"} for e in range(1, epochs + 1)]),
+                key)
+            write_part(results, "layers", LAYERS.empty_table(), key)
             frame = pd.DataFrame({
                 "network": f"Conv2dReLU_{n}", "recipe": "default", "recipe_hash": "abcd", "seed": seed,
                 "epoch": np.repeat(np.arange(1, epochs + 1), samples),
@@ -41,9 +49,16 @@ def _write_parts(results, networks=12, seeds=2, epochs=2, samples=50, incomplete
                 "pred": rng.integers(0, 10, epochs * samples),
                 "probs": list(rng.random((epochs * samples, 10)).astype(np.float16)),
             })
-            table = pa.Table.from_pandas(frame, schema=PREDICTIONS, preserve_index=False)
-            pq.write_table(table, folder / part_name(key))
+            write_part(results, "predictions", pa.Table.from_pandas(frame, schema=PREDICTIONS, preserve_index=False),
+                       key)
+            if n not in incomplete:
+                write_part(results, "networks", pa.Table.from_pylist([_network_row(key)], schema=NETWORKS), key)
     return folder
+
+
+def _visible(folder):
+    """The files a reader sees (pyarrow and pandas skip names starting with '.': temporaries, journal, index)."""
+    return sorted(f for f in folder.iterdir() if not f.name.startswith("."))
 
 
 def _rows(folder):
@@ -57,7 +72,7 @@ def test_compaction_merges_parts_into_few_sorted_files_with_the_same_rows(tmp_pa
     before = _rows(folder)
     summary = compact_results(tmp_path, max_rows=1000)
     assert "predictions: 24 parts -> 3 compact files (2,400 rows)" in summary
-    files = sorted(folder.iterdir())
+    files = _visible(folder)
     assert all(f.name.startswith("compact-") for f in files) and len(files) == 3
     pd.testing.assert_frame_equal(_rows(folder), before)
     first = pq.read_table(files[0]).to_pandas()
@@ -68,7 +83,7 @@ def test_compaction_merges_parts_into_few_sorted_files_with_the_same_rows(tmp_pa
 def test_parts_of_a_key_still_training_are_left_alone(tmp_path):
     folder = _write_parts(tmp_path, networks=3, incomplete=(1,))
     compact_results(tmp_path)
-    left = sorted(f.name for f in folder.iterdir() if not f.name.startswith("compact-"))
+    left = sorted(f.name for f in _visible(folder) if not f.name.startswith("compact-"))
     assert left == ["Conv2dReLU_1--abcd--0.parquet", "Conv2dReLU_1--abcd--1.parquet"]
 
 
@@ -84,6 +99,24 @@ def _count_calls(monkeypatch, tmp_path):
     return len(calls)
 
 
+def kill_compaction_at(monkeypatch, crash_at: int) -> list:
+    """Make a compaction's ``crash_at``-th rename or delete raise KeyboardInterrupt, as a kill there would;
+    return the list that counts the calls made before it."""
+    calls = []
+
+    def dying(real):
+        def call(*args):
+            if len(calls) == crash_at:
+                raise KeyboardInterrupt("killed")
+            calls.append(1)
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(compact, "_rename", dying(compact.os.replace))
+    monkeypatch.setattr(compact, "_delete", dying(compact.os.unlink))
+    return calls
+
+
 def test_killed_compaction_loses_no_row_and_leaves_no_duplicate_after_the_next_run(tmp_path, monkeypatch):
     points = _count_calls(monkeypatch, tmp_path)
     assert points >= 5
@@ -91,18 +124,7 @@ def test_killed_compaction_loses_no_row_and_leaves_no_duplicate_after_the_next_r
         results = tmp_path / f"crash{crash_at}"
         folder = _write_parts(results, networks=3)
         before = _rows(folder)
-        calls = []
-
-        def dying(real):
-            def call(*args):
-                if len(calls) == crash_at:
-                    raise KeyboardInterrupt("killed")
-                calls.append(1)
-                return real(*args)
-            return call
-
-        monkeypatch.setattr(compact, "_rename", dying(compact.os.replace))
-        monkeypatch.setattr(compact, "_delete", dying(compact.os.unlink))
+        kill_compaction_at(monkeypatch, crash_at)
         with pytest.raises(KeyboardInterrupt):
             compact_results(results, max_rows=250)
         monkeypatch.undo()
@@ -112,7 +134,7 @@ def test_killed_compaction_loses_no_row_and_leaves_no_duplicate_after_the_next_r
         # the next compaction finishes the job: no duplicates, no leftovers
         compact_results(results, max_rows=250)
         pd.testing.assert_frame_equal(_rows(folder), before)
-        assert all(f.name.startswith("compact-") for f in folder.iterdir()), crash_at
+        assert all(f.name.startswith("compact-") for f in _visible(folder)), crash_at
 
 
 @pytest.mark.parametrize("stage", [".tmp-compact-", "compact-"])

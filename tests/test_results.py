@@ -70,28 +70,36 @@ def test_load_reads_one_epoch_or_the_last_and_only_the_asked_columns(trained):
         load(results, tables="epochs", columns={"epochs": ["nope"]})
 
 
-def test_load_reads_compact_files_and_never_returns_a_row_twice(trained, tmp_path):
+def test_load_reads_compact_files_and_never_returns_a_row_twice_whenever_compaction_is_killed(
+        trained, tmp_path, monkeypatch):
     import shutil
 
+    from netzoo import compact
+    from test_compact import kill_compaction_at
+
     results, _ = trained
-    copy = tmp_path / "r"
-    shutil.copytree(results, copy)
-    before = load(copy)
-    for table in ("networks", "epochs", "predictions", "layers"):
-        parts = sorted((copy / table).glob("*.parquet"))
-        merged = pa.concat_tables([pq.read_table(p) for p in parts])
-        pq.write_table(merged, copy / table / "compact-test-0.parquet")  # a compaction killed before deleting parts
-        if table != "networks":
-            for p in parts[: len(parts) // 2]:
-                p.unlink()  # ... and one that deleted some of them
-    after = load(copy)
-    for table in ("networks", "epochs", "predictions", "layers"):
-        key = ["network", "seed"] + (["epoch"] if table != "networks" else []) + \
-              (["sample"] if table == "predictions" else []) + (["layer"] if table == "layers" else [])
-        a = getattr(after, table).sort_values(key).reset_index(drop=True)
-        b = getattr(before, table).sort_values(key).reset_index(drop=True)
-        assert len(a) == len(b) and not a.duplicated(key).any(), table
-    assert completed_keys(copy) == completed_keys(results)
+    before = load(results)
+    crash_at, points = 0, None
+    while points is None or crash_at < points:
+        copy = tmp_path / f"r{crash_at}"
+        shutil.copytree(results, copy)
+        calls = kill_compaction_at(monkeypatch, crash_at)
+        try:
+            compact.compact_results(copy, max_rows=500)
+            points = len(calls)  # no crash: every rename and delete was made
+        except KeyboardInterrupt:
+            pass
+        monkeypatch.undo()
+        after = load(copy)  # mid-way, whatever was renamed or deleted: every key whole, every row once
+        for table in ("networks", "epochs", "predictions", "layers"):
+            key = ["network", "seed"] + (["epoch"] if table != "networks" else []) + \
+                  (["sample"] if table == "predictions" else []) + (["layer"] if table == "layers" else [])
+            a = getattr(after, table).sort_values(key).reset_index(drop=True)
+            b = getattr(before, table).sort_values(key).reset_index(drop=True)
+            assert len(a) == len(b) and not a.duplicated(key).any(), (table, crash_at)
+        assert completed_keys(copy) == completed_keys(results), crash_at
+        crash_at += 1
+    assert points >= 8
 
 
 def test_a_part_is_written_atomically_and_temporaries_are_ignored(tmp_path):

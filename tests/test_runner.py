@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,12 +72,16 @@ def test_rerun_skips_complete_networks(trained, zoo):
     assert len(load(results).epochs) == 4 * 2 + 1
 
 
-def test_two_shards_cover_the_zoo_exactly_once(zoo, tmp_path):
+def test_two_shards_split_the_zoo_and_each_plans_its_own_share_first(zoo, tmp_path):
     job = digits_job(zoo, tmp_path, seeds=(0, 1, 2))
-    everything = {t.key for t in plan(job)}
-    shards = [{t.key for t in plan(dataclasses.replace(job, shard=(i, 2)))} for i in (1, 2)]
+    everything = [t.key for t in plan(job)]
+    shards = [set(runner.shard_keys(dataclasses.replace(job, shard=(i, 2)))) for i in (1, 2)]
     assert shards[0] and shards[1] and not shards[0] & shards[1]
-    assert shards[0] | shards[1] == everything and len(everything) == len(SOURCES) * 3
+    assert shards[0] | shards[1] == set(everything) and len(everything) == len(SOURCES) * 3
+    for i, own in zip((1, 2), shards):
+        tasks = plan(dataclasses.replace(job, shard=(i, 2)))
+        assert {t.key for t in tasks[:len(own)]} == own and {t.share for t in tasks[:len(own)]} == {0}
+        assert sorted(t.key for t in tasks) == sorted(everything)  # then it helps with the rest
 
 
 def test_shard_auto_reads_the_slurm_array_variables(monkeypatch):
@@ -121,8 +126,8 @@ def test_corrupt_part_is_reported_and_retrained(zoo, tmp_path, caplog):
     part = tmp_path / "epochs" / part_name(key)
     part.write_bytes(part.read_bytes()[:40])  # truncated mid-file
     assert key not in completed_keys(tmp_path)
-    assert "corrupt" in caplog.text
     tables = load(tmp_path)
+    assert "damaged" in caplog.text and "netzoo verify" in caplog.text
     assert list(tables.epochs["network"]) == ["LinearTanh_1"]  # the broken file is never read as data
     assert [t.network for t in plan(job)] == ["Basic"]
     run_job(job)
@@ -294,3 +299,231 @@ def test_status_of_an_empty_results_folder_shows_zero_totals(tmp_path):
 def test_device_cuda_without_a_gpu_is_refused_not_silently_cpu(device):
     with pytest.raises(NetzooError, match="no CUDA GPU is visible here; use --device cpu"):
         parse_devices(device)
+
+
+# --- issue 12 B: a results folder holds one dataset, and a name one architecture per recipe -----------
+def _with_arch(zoo, out, changed: dict):
+    """A copy of ``zoo`` whose manifest gives the networks in ``changed`` other architecture ids."""
+    import pyarrow.parquet as pq
+
+    shutil.copytree(zoo, out)
+    manifest = pq.read_table(out / "manifest.parquet").to_pandas()
+    manifest["arch_id"] = [changed.get(n, a) for n, a in zip(manifest["network"], manifest["arch_id"])]
+    from netzoo.schema import MANIFEST, conform
+
+    pq.write_table(conform(manifest, MANIFEST), out / "manifest.parquet")
+    return out
+
+
+def test_a_zoo_whose_network_is_another_architecture_is_refused_naming_it(zoo, tmp_path, capsys, monkeypatch):
+    from cli_helpers import one_line, run_main
+
+    results = tmp_path / "results"
+    run_job(digits_job(zoo, results, epochs=1, networks="Basic,LinearTanh_1"))
+    other = _with_arch(zoo, tmp_path / "other", {"LinearTanh_1": "something-else"})
+    with pytest.raises(NetzooError, match="LinearTanh_1.*--results"):
+        plan(digits_job(other, results, epochs=1, networks="Basic,LinearTanh_1"))
+    code, _, err = run_main(monkeypatch, capsys, "train", "--zoo", other, "--dataset", "digits", "--results",
+                            results, "--epochs", "1", "--networks", "Basic,LinearTanh_1", "--device", "cpu",
+                            "--workers", "1", "--quiet")
+    assert code == 2 and "LinearTanh_1" in one_line(err) and "--results" in err
+    # the same names under another recipe are another key: a sweep's variant zoo is welcome
+    job = digits_job(other, results, epochs=1, networks="LinearTanh_1")
+    assert [t.network for t in plan(dataclasses.replace(job, recipe=job.recipe.replace(lr=0.01)))] == ["LinearTanh_1"]
+
+
+def test_a_zoo_planned_but_not_trained_yet_is_remembered(zoo, tmp_path):
+    results = tmp_path / "results"
+    plan(digits_job(zoo, results, epochs=1, networks="Basic,LinearTanh_1"))  # e.g. a run killed at once
+    other = _with_arch(zoo, tmp_path / "other", {"Basic": "another-basic"})
+    with pytest.raises(NetzooError, match="Basic"):
+        plan(digits_job(other, results, epochs=1, networks="Basic"))
+
+
+@pytest.mark.slow
+def test_a_zoo_generated_with_another_seed_is_refused(tmp_path, capsys, monkeypatch):
+    from cli_helpers import one_line, run_main
+
+    from netzoo.generate import generate_zoo
+
+    spec = REPO / "tests" / "data" / "tiny.toml"
+    first = generate_zoo(spec=str(spec), dataset="digits", out=tmp_path / "zoo0", progress=False)
+    second = generate_zoo(spec=str(spec), dataset="digits", seed=1, out=tmp_path / "zoo1", progress=False)
+    differ = sorted(set(first.merge(second, on="network").query("arch_id_x != arch_id_y")["network"]))
+    assert differ, "seed 1 should change some architecture"
+    args = ["--dataset", "digits", "--results", tmp_path / "r", "--epochs", "1", "--device", "cpu", "--workers",
+            "1", "--quiet", "--networks", differ[0]]
+    assert run_main(monkeypatch, capsys, "train", "--zoo", tmp_path / "zoo0", *args)[0] == 0
+    code, out, err = run_main(monkeypatch, capsys, "train", "--zoo", tmp_path / "zoo1", *args)
+    assert code == 2 and differ[0] in one_line(err) and "already complete" not in out
+
+
+def _mnist_root(tmp_path):
+    """A copy of the shared MNIST files (never written to)."""
+    shared = REPO.parent / "shared" / "datasets" / "MNIST"
+    if not shared.is_dir():
+        pytest.skip("no MNIST under ../shared/datasets")
+    root = tmp_path / "data"
+    shutil.copytree(shared, root / "MNIST")
+    return root
+
+
+@pytest.mark.slow
+def test_a_second_dataset_into_one_results_folder_is_refused_naming_both(zoo, tmp_path, capsys, monkeypatch):
+    from cli_helpers import one_line, run_main
+
+    results = tmp_path / "results"
+    run_job(digits_job(zoo, results, epochs=1, networks="Basic"))
+    mnist_zoo = make_zoo(tmp_path / "zoo28", names=("Basic",), input_shape=(1, 28, 28))
+    code, out, err = run_main(monkeypatch, capsys, "train", "--zoo", mnist_zoo, "--dataset", "mnist", "--data-root",
+                              _mnist_root(tmp_path), "--results", results, "--epochs", "1", "--device", "cpu",
+                              "--workers", "1", "--quiet")
+    line = one_line(err)
+    assert code == 2 and "digits" in line and "mnist" in line and "--results" in line
+    assert "already complete" not in out
+    assert set(pd.read_parquet(results / "predictions").groupby("network").size()) == {360}
+
+
+def test_the_same_dataset_name_with_another_split_is_refused(zoo, tmp_path):
+    results = tmp_path / "results"
+    run_job(digits_job(zoo, results, epochs=1, networks="Basic"))
+    record = json.loads((results / "dataset.json").read_text())
+    record["test_size"] = 359
+    record.pop("fingerprint", None)
+    (results / "dataset.json").write_text(json.dumps(record))
+    with pytest.raises(NetzooError, match="digits.*--results"):
+        plan(digits_job(zoo, results, epochs=1, networks="Basic"))
+
+
+# --- issue 12 C7/C8: claims and the end of a run ---------------------------------------------------
+def test_an_empty_claim_left_by_a_crash_is_stale_at_once(zoo, tmp_path):
+    job = digits_job(zoo, tmp_path, epochs=1, networks="Basic")
+    key = ("Basic", job.recipe.hash, 42)
+    path = claims_mod.claim_path(tmp_path, key)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # the disk filled while the claim was created
+    summary = run_job(job)
+    assert summary.count("done") == 1 and key in completed_keys(tmp_path)
+    path.write_bytes(b'{"host": "')  # half written: unreadable
+    assert claims_mod.is_stale(path)
+
+
+def test_a_claim_is_never_seen_half_written(tmp_path, monkeypatch):
+    from cli_helpers import disk_full, leftovers
+
+    claims = claims_mod.Claims(tmp_path, heartbeat_s=3600)
+    try:
+        disk_full(monkeypatch, tmp_path / "claims")
+        with pytest.raises(OSError, match="No space"):
+            claims.acquire(("Basic", "abc", 1))
+        monkeypatch.undo()
+        assert list((tmp_path / "claims").iterdir()) == [] and leftovers(tmp_path) == []
+    finally:
+        claims.close()
+
+
+def test_a_run_never_ends_while_a_planned_key_is_untrained_and_unheld(zoo, tmp_path, monkeypatch):
+    """A key skipped because another worker held it, whose worker then gave it up untrained, is trained
+    before the run ends (or the run says it is left and fails): never '0 failed' with a network missing."""
+    job = digits_job(zoo, tmp_path, epochs=1, networks="Basic,LinearTanh_1")
+    real = claims_mod.Claims.acquire
+    refused = []
+
+    def busy_once(self, key):
+        if key[0] == "Basic" and not refused:
+            refused.append(key)
+            return False  # as if another worker held it, then died before training it
+        return real(self, key)
+
+    monkeypatch.setattr(claims_mod.Claims, "acquire", busy_once)
+    summary = run_job(job)
+    assert refused and (summary.failed > 0 or ("Basic", job.recipe.hash, 42) in completed_keys(tmp_path))
+    assert summary.failed == 0 and len(completed_keys(tmp_path)) == 2
+
+
+def _live_claim(results, key):
+    """A claim held by a live process of this host (a sleeping child) that never finishes the key."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    path = claims_mod.claim_path(results, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"worker": f"{claims_mod.HOST}:{sleeper.pid}", "host": claims_mod.HOST,
+                                "pid": sleeper.pid, "token": "theirs", "since": time.time()}))
+    return sleeper
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_key_another_live_process_trains_is_not_lost(zoo, tmp_path, workers):
+    job = digits_job(zoo, tmp_path, epochs=1, networks="Basic,LinearTanh_1,LinearReLU_1", workers=workers)
+    held = ("Basic", job.recipe.hash, 42)
+    sleeper = _live_claim(tmp_path, held)
+    try:
+        summary = run_job(job)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert summary.lost == 0 and summary.failed == 0, summary.line()
+    assert summary.count("done") == 2 and "1 being trained by another worker" in summary.line()
+    assert run_job(job).count("done") == 1  # its worker died: the next run trains it
+
+
+@pytest.mark.slow
+def test_two_train_processes_started_together_both_end_well(zoo, tmp_path):
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "netzoo.cli", "train", "--zoo", str(zoo), "--dataset", "digits", "--results",
+            str(results), "--epochs", "1", "--seeds", "0,1", "--networks", ",".join(HEALTHY), "--device", "cpu",
+            "--workers", "2", "--no-lenses", "--quiet"]
+    procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert not any("lost" in out for out, _ in outputs), outputs
+    assert len(completed_keys(results)) == len(HEALTHY) * 2
+
+
+# --- issue 12 F14: Slurm arrays: the shard is where a task starts, not a fence -----------------------
+def _slurm(monkeypatch, task, first, last, count, step=1):
+    for name, value in {"ID": task, "MIN": first, "MAX": last, "COUNT": count, "STEP": step}.items():
+        monkeypatch.setenv(f"SLURM_ARRAY_TASK_{name}", str(value))
+
+
+def test_resubmitted_array_tasks_train_what_the_preempted_ones_left(zoo, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    job = digits_job(zoo, results, epochs=1, seeds=(0, 1), networks=",".join(HEALTHY))
+    for task in (0, 2):  # --array=0-3: tasks 1 and 3 were preempted before they started
+        _slurm(monkeypatch, task, 0, 3, 4)
+        run_job(dataclasses.replace(job, shard=parse_shard("auto")))
+    for task in (1, 3):  # resubmitted as --array=1,3
+        _slurm(monkeypatch, task, 1, 3, 2)
+        run_job(dataclasses.replace(job, shard=parse_shard("auto")))
+    assert len(completed_keys(results)) == len(HEALTHY) * 2
+
+
+def test_one_array_task_alone_trains_the_whole_plan(zoo, tmp_path):
+    job = digits_job(zoo, tmp_path, epochs=1, seeds=(0, 1), networks="Basic,LinearTanh_1", shard=(3, 4))
+    tasks = plan(job)
+    assert len(tasks) == 4 and tasks[0].key == runner.shard_keys(job)[0]  # its own share first
+    run_job(job)
+    assert len(completed_keys(tmp_path)) == 4
+
+
+@pytest.mark.parametrize("env, shard", [
+    ((4, 0, 6, 4, 2), (3, 4)),     # --array=0-6:2: ids 0, 2, 4, 6
+    ((7, 5, 8, 4, 1), (3, 4)),     # --array=5-8
+    ((3, 1, 3, 2, 1), (3, 3)),     # --array=1,3 (a list): a start position within 1..3
+    ((3, 1, 3, 2, 2), (2, 2)),     # --array=1,3 reported with step 2
+])
+def test_shard_auto_works_out_its_start_from_every_slurm_array_shape(monkeypatch, env, shard):
+    _slurm(monkeypatch, *env)
+    assert parse_shard("auto") == shard
+
+
+@pytest.mark.parametrize("env", [(9, 0, 3, 4, 1), ("x", 0, 3, 4, 1), (2, 0, 3, 4, 0), (1, 3, 0, 4, 1)])
+def test_shard_auto_refuses_what_it_cannot_work_out(monkeypatch, env, capsys, tmp_path, zoo):
+    from cli_helpers import one_line, run_main
+
+    _slurm(monkeypatch, *env)
+    with pytest.raises(NetzooError, match="SLURM_ARRAY_TASK"):
+        parse_shard("auto")
+    code, _, err = run_main(monkeypatch, capsys, "train", "--zoo", zoo, "--dataset", "digits", "--results",
+                            tmp_path, "--shard", "auto", "--device", "cpu", "--quiet")
+    assert code == 2 and "SLURM_ARRAY_TASK" in one_line(err)

@@ -1,0 +1,132 @@
+"""What a results folder holds stays one thing: one dataset, and one architecture per network name and recipe.
+
+``DIR/dataset.json`` records the dataset the first time anything trains into the folder (name, input shape,
+classes, split sizes, and the sha256 of the train and test labels); ``DIR/jobs/<recipe_hash>.json`` records
+each planned network's ``arch_id``. A job whose dataset or whose networks differ from what the folder holds is
+refused with one line naming the first conflict and the fix (a new ``--results``). A sweep's variant zoos
+(dropout, batch norm) change networks under other recipes, so they never conflict.
+
+The functions take the TrainJob of ``netzoo.runner`` (its results, zoo, dataset, recipe and seeds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from netzoo import files
+from netzoo import results as res
+from netzoo.errors import ResultsError
+
+log = logging.getLogger(__name__)
+
+
+def _refuse_architecture(job, network: str, trained: str, zoo_arch: str) -> None:
+    raise ResultsError(
+        f"{job.results} holds {network} under recipe {job.recipe.name!r} ({job.recipe.hash}) as architecture "
+        f"{trained}, but zoo {job.zoo}'s {network} is architecture {zoo_arch}. A results folder holds one "
+        f"architecture per network name and recipe: pass a new --results for this zoo (or train the zoo that "
+        f"made these results).")
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (flock: processes on one host, and NFS clients on Linux) while inside."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)  # empty: it only carries the lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def record_job(job, architectures: dict[str, str]) -> None:
+    """Write DIR/recipes/<hash>.json and DIR/jobs/<hash>.json (zoo, dataset, planned networks and seeds, and
+    each network's arch_id), which ``netzoo status`` reads to count what is left and ``plan`` to refuse a
+    network name that meant another architecture under this recipe. Records of several runs merge (under a
+    lock); a damaged record is rewritten from this run."""
+    recipe = job.recipe
+    files.atomic_write_text(job.results / "recipes" / f"{recipe.hash}.json", recipe.to_json())
+    names = list(architectures)
+    path = job.results / "jobs" / f"{recipe.hash}.json"
+    with _locked(job.results / "jobs" / ".lock"):
+        try:
+            old = res.read_record(path) or {}
+        except ResultsError as exc:
+            log.warning("%s; rewriting it from this run", exc)
+            old = {}
+        recorded = old.get("arch_ids") or {}
+        for name in names:
+            if recorded.get(name, architectures[name]) != architectures[name]:
+                _refuse_architecture(job, name, recorded[name], architectures[name])
+        record = {"zoo": str(Path(job.zoo).resolve()), "dataset": job.dataset, "recipe": recipe.name,
+                  "recipe_hash": recipe.hash,
+                  "seeds": sorted(set(old.get("seeds", [])) | set(job.seeds)),
+                  "networks": list(dict.fromkeys(old.get("networks", []) + names)),
+                  "arch_ids": {**recorded, **architectures}}
+        files.atomic_write_text(path, json.dumps(record, indent=1))
+
+
+def dataset_identity(data) -> dict:
+    """What tells two datasets apart in DIR/dataset.json: name, input shape, classes, split sizes, and the
+    sha256 of the train and test labels in order (the split's fingerprint: the same files, split the same way)."""
+    digest = hashlib.sha256()
+    for labels in (data.y_train, data.y_test):
+        digest.update(labels.cpu().numpy().astype("<i8").tobytes())
+    return {"name": data.name, "input_shape": "x".join(map(str, data.input_shape)), "classes": data.classes,
+            "train_size": int(data.x_train.shape[0]), "test_size": int(data.x_test.shape[0]),
+            "fingerprint": f"sha256:{digest.hexdigest()}"}
+
+
+def describe_dataset(record: dict) -> str:
+    """'digits (1x8x8, 10 classes, 1437 train / 360 test, labels sha256:3f2a91c0)'."""
+    fingerprint = str(record.get("fingerprint", "?")).removeprefix("sha256:")[:8]
+    return (f"{record.get('name')} ({record.get('input_shape')}, {record.get('classes')} classes, "
+            f"{record.get('train_size')} train / {record.get('test_size')} test, labels sha256:{fingerprint})")
+
+
+def check_dataset(job, data) -> None:
+    """Record the dataset in DIR/dataset.json the first time (created whole, once, even by racing runs);
+    afterwards refuse another dataset, naming both."""
+    path = job.results / "dataset.json"
+    mine = {**data.describe(), **dataset_identity(data)}
+    text = json.dumps(mine, indent=1).encode()
+    try:
+        recorded = res.dataset_record(job.results)
+    except ResultsError as exc:
+        log.warning("%s; rewriting it", exc)
+        files.atomic_write(path, lambda f: f.write(text))
+        return
+    if recorded is None:
+        if files.atomic_create(path, lambda f: f.write(text)):
+            return
+        recorded = res.dataset_record(job.results) or {}
+    differ = [f for f in ("name", "input_shape", "classes", "train_size", "test_size", "fingerprint")
+              if f in recorded and recorded[f] != mine[f]]
+    if differ:
+        raise ResultsError(f"{job.results} holds {describe_dataset(recorded)}; this run trains on "
+                           f"{describe_dataset(mine)}. A results folder holds one dataset: pass a new --results "
+                           f"(e.g. --results results/{job.dataset}).")
+
+
+def check_folder(job, architectures: dict[str, str], found: res.Scan) -> None:
+    """Refuse a job whose dataset, or whose networks' ``architectures`` (name -> arch_id in its zoo), differ
+    from the networks rows the folder already holds under the job's recipe."""
+    trained = {}
+    for key, row in found.rows.items():
+        trained.setdefault(key[:2], row)
+        if row["dataset"] != job.dataset and found.complete.get(key) is not None:
+            raise ResultsError(f"{job.results} holds networks trained on {row['dataset']} (e.g. {key[0]}); this "
+                               f"run trains on {job.dataset}. A results folder holds one dataset: pass a new "
+                               f"--results (e.g. --results results/{job.dataset}).")
+    for network, arch_id in architectures.items():
+        row = trained.get((network, job.recipe.hash))
+        if row is not None and row["arch_id"] != arch_id:
+            _refuse_architecture(job, network, row["arch_id"], arch_id)
