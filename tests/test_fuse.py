@@ -471,6 +471,12 @@ def test_a_module_that_cannot_be_fused_raises_fusion_error_naming_it(layer, name
     assert isinstance(info.value, NetzooError)
 
 
+def test_a_dropout_that_drops_nothing_needs_no_generator():
+    x = torch.randn(2 * 3, 8)
+    models = [nn.Sequential(nn.Linear(8, 4), nn.Dropout(0.0)) for _ in range(2)]
+    torch.testing.assert_close(fuse(models)(x), torch.cat([m(r) for m, r in zip(models, split_runs(x, 2))]))
+
+
 def test_runs_of_different_architectures_are_refused():
     with pytest.raises(FusionError, match="different classes"):
         fuse([nn.Sequential(nn.Linear(8, 8)), nn.Linear(8, 8)])

@@ -13,8 +13,8 @@ each run on its own batch:
     vmap          torch.func.stack_module_state + vmap(functional_call) over the runs + the trainer's optimizer
                   (a side that cannot run, e.g. vmap over Dropout's generator draws, is NaN, with the reason)
 
-The machine is shared: the sides are interleaved round by round, the median round is kept, and the figures
-that matter are the ratios, quoted with the 1-minute load average.
+The machine is shared: the sides are interleaved round by round (each round starting at the next side), the
+median round is kept, and the figures that matter are the ratios, quoted with the 1-minute load average.
 """
 
 from __future__ import annotations
@@ -144,8 +144,10 @@ def fusion_step_ratios(zoo_dir: str | Path, names: Sequence[str], runs: Sequence
                 times: dict[str, list[float]] = {side: [] for side in sides}
                 for side_step in sides.values():  # warm up: optimizer state, oneDNN primitives
                     side_step()
-                for _ in range(rounds):
-                    for side, side_step in sides.items():
+                order = list(sides)
+                for i in range(rounds):  # each round starts at another side: the one after solo pays for its mess
+                    for side in order[i % len(order):] + order[:i % len(order)]:
+                        side_step = sides[side]
                         start = time.perf_counter()
                         for _ in range(steps):
                             side_step()
