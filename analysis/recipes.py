@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -24,15 +23,11 @@ from matplotlib.ticker import MaxNLocator
 from analysis.population import Tables, answering_runs, final_epochs, left_out_note
 from analysis.section import Section
 from netzoo.recipe import Recipe
+from netzoo.zoo import natural_key
 
 METRIC = "test_balanced_acc"
 GROUP = "Recipes"
 WEIGHT_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")  # the layers the manifest's depth counts
-
-
-def _natural_key(text: str) -> str:
-    """'fc2' before 'fc10': numbers zero-padded, so plain string order is natural order."""
-    return re.sub(r"\d+", lambda m: m.group().zfill(8), str(text))
 
 
 # When two recipe fields always change together (adamw comes with weight decay), the axis is named by the
@@ -186,7 +181,7 @@ def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int
     if weighted.empty:
         return pd.DataFrame(columns=columns)
     depth = networks.drop_duplicates("network").set_index("network")["depth"]
-    names = sorted(weighted["network"].unique(), key=lambda n: (-depth.get(n, 0), _natural_key(n)))[:deepest]
+    names = sorted(weighted["network"].unique(), key=lambda n: (-depth.get(n, 0), natural_key(str(n))))[:deepest]
     chosen = sorted(weighted["recipe"].astype(str).unique())[:recipes]
     weighted = weighted[weighted["network"].isin(names) & weighted["recipe"].isin(chosen)]
     # groupby(sort=False) keeps the layers in the order the lenses wrote them: the module order of the file

@@ -10,7 +10,6 @@ an exception as ``failed`` (the run goes on), a CUDA out-of-memory is retried on
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import logging
 import math
@@ -25,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from netzoo import results as res
 from netzoo.claims import HOST, Claims, held_keys
 from netzoo.datasets import dataset_info
-from netzoo.errors import NetzooError, RecipeError, ResultsError, ShapeMismatchError, UnknownNetworkError
+from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
 from netzoo.identity import check_dataset, check_folder, record_job
 from netzoo.recipe import Recipe, load_recipe
 from netzoo.schema import LAYERS, NETWORKS, PREDICTIONS, epochs_schema
 from netzoo.shards import in_turn, own_share, parse_shard
+from netzoo.zoo import load_network, manifest_rows, matching
 
 log = logging.getLogger(__name__)
 
@@ -174,31 +173,12 @@ def parse_devices(text) -> tuple[str, ...]:
 
 
 # --- the zoo ---------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def _manifest_rows(zoo: Path) -> dict[str, dict]:
-    """network -> its manifest row as plain Python values (read once per process)."""
-    path = Path(zoo) / "manifest.parquet"
-    if not path.is_file():
-        raise ResultsError(f"No zoo at {zoo} (no manifest.parquet). Run: netzoo generate --out {zoo}")
-    try:
-        return {row["network"]: row for row in pq.read_table(path).to_pylist()}
-    except (OSError, pa.ArrowException, KeyError) as exc:
-        raise NetzooError(f"{path} is damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}): "
-                          f"regenerate the zoo with the netzoo generate command that made it (--out {zoo}).") from None
-
-
-def _natural_key(name: str) -> list:
-    """'Conv2dReLU_10' sorts after 'Conv2dReLU_2'."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 def select_networks(zoo: Path, patterns: str | None) -> list[str]:
     """Names in the zoo matching GLOB[,GLOB…] (all when None), naturally sorted."""
-    names = sorted(_manifest_rows(Path(zoo)), key=_natural_key)
+    names = matching(manifest_rows(zoo), [])
     if not patterns:
         return names
-    globs = [p.strip() for p in patterns.split(",") if p.strip()]
-    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+    chosen = matching(names, patterns.split(","))
     if not chosen:
         raise UnknownNetworkError(f"--networks {patterns!r} matches no network of {zoo} "
                                   f"(e.g. {', '.join(names[:3])}); see: netzoo zoo list --zoo {zoo}")
@@ -208,7 +188,7 @@ def select_networks(zoo: Path, patterns: str | None) -> list[str]:
 def check_fits(job: TrainJob, names: list[str]) -> None:
     """Refuse a zoo whose input shape or classes do not fit the dataset, or a recipe the zoo was not built for."""
     info = dataset_info(job.dataset)
-    rows = _manifest_rows(job.zoo)
+    rows = manifest_rows(job.zoo)
     want = "x".join(map(str, info.input_shape))
     for name in names:
         row = rows[name]
@@ -224,13 +204,6 @@ def check_fits(job: TrainJob, names: list[str]) -> None:
                 f"({name}): dropout and batch norm are template options. Run: netzoo generate --out DIR "
                 f"--dataset {job.dataset} with the same dropout/batch_norm (generate_zoo(dropout=…, batch_norm=…)), "
                 f"or train with a recipe that matches the zoo.")
-
-
-def load_network(zoo: Path, name: str):
-    """Build network ``name`` of the zoo (netzoo.zoo.import_network on its file, the manifest read once)."""
-    from netzoo.zoo import import_network
-
-    return import_network(Path(zoo) / _manifest_rows(Path(zoo))[name]["file"], name)()
 
 
 # --- planning --------------------------------------------------------------------------------------
@@ -257,7 +230,7 @@ def plan(job: TrainJob) -> list[Task]:
     """
     res.results_folder(job.results, create=True)
     keys = all_keys(job)
-    rows = _manifest_rows(job.zoo)
+    rows = manifest_rows(job.zoo)
     architectures = {name: rows[name]["arch_id"] for name in dict.fromkeys(k[0] for k in keys)}
     found = res.scan(job.results)
     check_folder(job, architectures, found)
@@ -384,7 +357,7 @@ def train_task(job: TrainJob, task: Task, device: str, trained: list | None = No
     res.write_part(job.results, "predictions", _predictions_table(key_cols, epochs, labels), key, classes)
     layer_rows = [{**row, **key_cols, "epoch": r.epoch} for r in epochs for row in r.layer_rows]
     res.write_part(job.results, "layers", pa.Table.from_pylist(layer_rows, schema=LAYERS), key, classes)
-    manifest = dict(_manifest_rows(job.zoo)[task.network])
+    manifest = dict(manifest_rows(job.zoo)[task.network])
     manifest["zoo_seed"] = manifest.pop("seed")
     threads = torch.get_num_threads()
     network_row = {
@@ -525,7 +498,7 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
     # Costliest first (training FLOPs per sample from the manifest) within this process's own share, then
     # within the shares it helps with, every worker walking the same list and claiming the next free task:
     # the run ends on small networks, not on two workers finishing ResNets.
-    rows = _manifest_rows(Path(job.zoo))
+    rows = manifest_rows(Path(job.zoo))
     order = sorted(tasks, key=lambda t: (t.share, -(rows[t.network].get("flops_train_step") or 0)))
     procs = []
     for index, (device, threads) in enumerate(slots[1:], start=1):

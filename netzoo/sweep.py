@@ -17,6 +17,7 @@ import pandas as pd
 
 from netzoo.errors import RecipeError
 from netzoo.recipe import Grid, Recipe, Selection, load_grid
+from netzoo.zoo import read_manifest
 
 
 @dataclass
@@ -60,21 +61,13 @@ class SweepSummary:
         } for r in self.runs])
 
 
-def _manifest(zoo: Path) -> pd.DataFrame:
-    """The zoo's manifest, or a RecipeError saying how to generate it."""
-    path = Path(zoo) / "manifest.parquet"
-    if not path.is_file():
-        raise RecipeError(f"No zoo at {zoo} (no manifest.parquet). Run: netzoo generate --out {zoo}")
-    return pd.read_parquet(path)
-
-
 def _generate(out: Path, quiet: bool, networks: list[str] | None = None, **kwargs) -> pd.DataFrame:
     """Generate a zoo into ``out`` once (only ``networks`` of it, when given); a zoo already there that holds
     them is reused (a rerun), one that lacks some is generated again with the union."""
     from netzoo.generate import generate_zoo
 
     if (out / "manifest.parquet").is_file():
-        manifest = pd.read_parquet(out / "manifest.parquet")
+        manifest = read_manifest(out)
         if networks is None or set(networks) <= set(manifest["network"]):
             return manifest
         networks = sorted(set(manifest["network"]) | set(networks))
@@ -147,7 +140,7 @@ def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, dat
         if zoo is None:
             raise RecipeError(f"grid {grid.name!r} trains a subset of a zoo: pass --zoo DIR.")
         zoo = Path(zoo)
-        manifest = _manifest(zoo)
+        manifest = read_manifest(zoo)
     selection = Selection(name=tuple(g.strip() for g in networks.split(",") if g.strip())) if networks \
         else grid.networks
     names = select_networks(manifest, selection, f"grid {grid.name!r} on {zoo}")
