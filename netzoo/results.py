@@ -38,14 +38,13 @@ import pyarrow.parquet as pq
 
 from netzoo import files
 from netzoo.errors import ResultsError
+from netzoo.keys import Key, key_name, key_of_name
 from netzoo.schema import KEY, NETWORKS, TABLES, conform, table_schema
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, int]               # (network, recipe_hash, seed)
 NULLABLE_INT_COLUMNS = ("peak_memory_bytes", "pred")  # int64 columns that may hold nulls: pandas "Int64"
 COMPACT_PREFIX = "compact-"
-SEP = "--"                                # between the key's parts in a part file's name
 INDEX_PREFIX = ".compact-"                # DIR/<table>/.compact-<token>.json: what a compaction wrote
 SIBLINGS = ("epochs", "predictions", "layers")  # written before a key's networks part, which records them
 PARTS_METADATA = b"netzoo.parts"          # networks part metadata: {table: {"sha256": hex, "bytes": n}}
@@ -57,18 +56,12 @@ atomic_write_text = files.atomic_write_text  # the one atomic writer lives in ne
 
 def part_name(key: Key) -> str:
     """The file name of a key's part in every table: '<network>--<recipe_hash>--<seed>.parquet'."""
-    network, recipe_hash, seed = key
-    return f"{network}{SEP}{recipe_hash}{SEP}{int(seed)}.parquet"
+    return key_name(key, ".parquet")
 
 
 def key_of(path: Path) -> Key | None:
     """The key a part file's name encodes, or None for other files (compact files, temporaries)."""
-    if path.name.startswith((".", COMPACT_PREFIX)) or path.suffix != ".parquet":
-        return None
-    bits = path.stem.split(SEP)
-    if len(bits) != 3 or not bits[2].lstrip("-").isdigit():
-        return None
-    return bits[0], bits[1], int(bits[2])
+    return None if path.name.startswith(COMPACT_PREFIX) else key_of_name(path.name, ".parquet")
 
 
 def results_folder(path, create: bool = False) -> Path:
