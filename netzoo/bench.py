@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import resource
 import statistics
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from netzoo.devices import device_name, sync
 from netzoo.errors import NetzooError
 from netzoo.recipe import STUDY, Recipe
 
@@ -113,26 +113,12 @@ def matmul_flops_per_s(device="cpu", size: int | None = None, repeats: int = 3) 
     torch.mm(a, b)  # warm-up
     best = float("inf")
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
-
-
-def device_name(device) -> str:
-    """A readable name of the device: 'cpu (2 cores, <model>)' or the CUDA device's name."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    model = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
-    except (OSError, AttributeError):
-        pass
-    return f"cpu ({os.cpu_count()} cores, {model})"
 
 
 # --- one side of one repetition, in a fresh process ---------------------------------------------------
@@ -361,7 +347,7 @@ def run_benchmark(dataset: str = "digits", data_root=None, epochs: int = 4, repe
             ours.append(_side_in_subprocess("netzoo", **common))
             no_lenses.append(_side_in_subprocess(NO_LENSES, **common))
     result = BenchResult(
-        dataset=dataset, epochs=epochs, device=device, device_name=device_name(device),
+        dataset=dataset, epochs=epochs, device=device, device_name=device_name(device, detail=True),
         threads=torch.get_num_threads(), sample=names,
         families=picked.groupby("family").size().to_dict(), reference=reference, netzoo=ours,
         matmul_flops_per_s=matmul_flops_per_s(device),
@@ -511,11 +497,6 @@ def measure_volume(results_dir: str | Path, networks: int = 1001, epochs: int = 
               f"- question 8 after compaction: {q8_compact['seconds']:.1f} s wall ({q8_compact['cpu_seconds']:.1f} s CPU), "
               f"peak memory {q8_compact['peak_rss_bytes'] / 2**30:.2f} GiB"]
     return "\n".join(lines)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

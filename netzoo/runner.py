@@ -14,7 +14,6 @@ import functools
 import logging
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pyarrow as pa
 from netzoo import results as res
 from netzoo.claims import HOST, Claims, held_keys
 from netzoo.datasets import dataset_info
+from netzoo.devices import device_name, parse_devices
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
 from netzoo.identity import check_dataset, check_folder, record_job
 from netzoo.recipe import Recipe, load_recipe
@@ -153,25 +153,6 @@ class Summary:
                 f"-> {self.results}")
 
 
-def parse_devices(text) -> tuple[str, ...]:
-    """'cpu', 'cuda' (every visible GPU) or 'cuda:0,cuda:1'; None = cuda if present, else cpu."""
-    import torch
-
-    if isinstance(text, (tuple, list)):
-        return tuple(text)
-    if text is None:
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    devices = [d.strip() for d in str(text).split(",") if d.strip()]
-    if devices == ["cuda"] and torch.cuda.is_available():  # with no GPU, "cuda" is refused just below
-        devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    for d in devices:
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", d):
-            raise NetzooError(f"--device {text!r}: allowed cpu, cuda, or cuda:0,cuda:1,…")
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise NetzooError(f"--device {text}: no CUDA GPU is visible here; use --device cpu.")
-    return tuple(devices) or ("cpu",)
-
-
 # --- the zoo ---------------------------------------------------------------------------------------
 def select_networks(zoo: Path, patterns: str | None) -> list[str]:
     """Names in the zoo matching GLOB[,GLOB…] (all when None), naturally sorted."""
@@ -263,16 +244,6 @@ def _provenance() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"netzoo_version": __version__, "torch_version": torch.__version__, "git_commit": commit}
-
-
-def _device_name(device) -> str:
-    """'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
 
 
 def _predictions_table(key_cols: dict, epochs: list, labels: np.ndarray) -> pa.Table:
@@ -368,7 +339,7 @@ def train_task(job: TrainJob, task: Task, device: str, trained: list | None = No
         "eval_time_s": sum(r.metrics["eval_time_s"] for r in epochs),
         "wall_time_s": time.perf_counter() - start,
         "peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)) if cuda else None,
-        "device": _device_name(device), "threads": threads, "worker": f"{HOST}:{os.getpid()}",
+        "device": device_name(device), "threads": threads, "worker": f"{HOST}:{os.getpid()}",
         "finished_at": datetime.now(timezone.utc),
     }
     res.write_part(job.results, "networks", pa.Table.from_pylist([network_row], schema=NETWORKS), key, classes)

@@ -28,6 +28,7 @@ from torch.optim.adam import adam as functional_adam
 from torch import nn
 
 from netzoo.datasets import Dataset
+from netzoo.devices import sync
 from netzoo.errors import RecipeError
 from netzoo.recipe import Recipe
 
@@ -97,12 +98,6 @@ def split_batches(perm: torch.Tensor, batch_size: int, merge_last: bool = False)
     if merge_last and len(batches) > 1 and batches[-1].shape[-1] == 1:
         batches = batches[:-2] + (torch.cat(batches[-2:], dim=-1),)
     return batches
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work, so the clock measures finished work (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def seed_everything(seed: int) -> None:
