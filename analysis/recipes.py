@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.population import Tables, answering_runs, final_epochs, left_out_note
 from analysis.section import Section
+from netzoo.datasets import DATASETS, dataset_info
 from netzoo.recipe import Recipe
 from netzoo.zoo import natural_key
 
@@ -270,16 +271,12 @@ def gradient_chart(grads: pd.DataFrame) -> Figure:
 
 # --- report ------------------------------------------------------------------------------------------
 def _train_size(networks: pd.DataFrame) -> int | None:
-    """Training samples of the results' dataset (for steps per epoch), or None when it cannot be loaded here."""
-    from netzoo.datasets import load_dataset
-
+    """Training samples of the results' one dataset (for steps per epoch; netzoo.datasets' registry), or None
+    when the results hold several datasets or one netzoo does not know."""
     names = networks["dataset"].dropna().unique() if "dataset" in networks else []
-    if len(names) != 1:
+    if len(names) != 1 or str(names[0]) not in DATASETS:
         return None
-    try:  # digits is embedded; a torchvision dataset loads from its default root, or is skipped
-        return int(load_dataset(str(names[0])).x_train.shape[0])
-    except Exception:
-        return None
+    return dataset_info(str(names[0])).train_size
 
 
 def _fmt(x: float) -> str:

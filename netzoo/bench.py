@@ -336,9 +336,9 @@ def run_benchmark(dataset: str = "digits", data_root=None, epochs: int = 4, repe
         manifest = generate_zoo(spec, dataset=dataset, out=zoo, progress=False)
         names = bench_sample(manifest, per_family)
         picked = manifest.set_index("network").loc[names]
-        from netzoo.datasets import load_dataset
+        from netzoo.datasets import dataset_info
 
-        n_train = len(load_dataset(dataset, root=data_root).x_train)
+        n_train = dataset_info(dataset).train_size
         common = dict(zoo=zoo, names=names, dataset=dataset, data_root=str(data_root) if data_root else None,
                       epochs=epochs, device=device)
         reference, ours, no_lenses = [], [], []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from netzoo.datasets import dataset_info
 from netzoo.errors import RecipeError
 from netzoo.recipe import Grid, Recipe, Selection, load_grid
 from netzoo.zoo import read_manifest
@@ -109,16 +110,6 @@ def select_networks(manifest: pd.DataFrame, selection: Selection, where: str) ->
     return names
 
 
-def _train_size(dataset: str, data_root, download: bool) -> int | None:
-    """Training samples of the dataset (for steps per epoch), or None when it cannot be loaded here."""
-    from netzoo.datasets import load_dataset
-
-    try:
-        return int(load_dataset(dataset, root=data_root, download=download).x_train.shape[0])
-    except Exception:  # the runner reports a missing dataset with its own message
-        return None
-
-
 def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, data_root=None, download: bool = False,
               results: str | Path = "results/sweep", networks: str | None = None, epochs: int | None = None,
               seeds: list[int] | None = None, device: str | None = None, workers: int | None = None,
@@ -144,12 +135,12 @@ def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, dat
     selection = Selection(name=tuple(g.strip() for g in networks.split(",") if g.strip())) if networks \
         else grid.networks
     names = select_networks(manifest, selection, f"grid {grid.name!r} on {zoo}")
-    train_size = _train_size(dataset, data_root, download)
+    train_size = dataset_info(dataset).train_size
     summary = SweepSummary(grid=grid.name, results=results, networks=names, seeds=seeds)
     for recipe in grid.recipes:
         if epochs is not None:
             recipe = recipe.replace(epochs=epochs)
-        steps = math.ceil(train_size / recipe.batch_size) if train_size else None
+        steps = math.ceil(train_size / recipe.batch_size)
         summary.runs.append(RecipeRun(recipe, zoo_for(recipe, zoo, manifest, results, quiet, names), steps))
     if not quiet:
         print(f"sweep {grid.name}: {len(summary.runs)} recipes x {len(names)} networks "
