@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from netzoo import files
 from netzoo.devices import device_name, sync
 from netzoo.errors import NetzooError
 from netzoo.recipe import STUDY, Recipe
@@ -195,7 +196,7 @@ def _side_main(argv: list[str]) -> None:
     config = json.loads(argv[0])
     out = Path(config.pop("out"))
     run = run_side(**config)
-    out.write_text(json.dumps(asdict(run)))
+    files.atomic_write_text(out, json.dumps(asdict(run)))
 
 
 # --- the whole benchmark ---------------------------------------------------------------------------
@@ -366,10 +367,7 @@ def write_section(doc: str | Path, section: str) -> None:
         text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = doc.with_name(f".tmp-{doc.name}")
-    tmp.write_text(text)
-    os.replace(tmp, doc)
+    files.atomic_write_text(doc, text)
 
 
 def read_section(doc: str | Path) -> dict:
@@ -444,7 +442,7 @@ def write_synthetic_results(results_dir: str | Path, networks: int = 1001, epoch
         rows["networks"] += 1
         rows["epochs"] += epochs
         rows["predictions"] += epochs * samples
-    res.atomic_write_text(Path(results_dir) / "dataset.json", json.dumps({"name": "synthetic", "classes": classes}))
+    files.atomic_write_text(Path(results_dir) / "dataset.json", json.dumps({"name": "synthetic", "classes": classes}))
     return rows
 
 

@@ -5,9 +5,7 @@ load_dataset() decodes a dataset once, normalises it, and returns tensors alread
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gzip
 import logging
 import os
 import shutil
@@ -15,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from netzoo import files
 from netzoo.errors import DatasetError
 from netzoo.idx import IdxFile, corrupt, decompress, gz_problem, idx_problem
 
@@ -147,16 +146,10 @@ def _cached_digits_split() -> dict:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass
     split = _split_digits()
-    tmp = path.with_name(f".tmp-{path.stem}-{os.getpid()}.npz")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **split)
-        os.replace(tmp, path)
+        files.atomic_write(path, lambda f: np.savez(f, **split))
     except OSError as exc:  # a read-only or full cache only costs the speed-up
         log.debug("cannot cache the digits split at %s: %s", path, exc)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
     return split
 
 

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from analysis.section import Section
+from netzoo import files
 from netzoo.errors import ResultsError
 
 log = logging.getLogger(__name__)
@@ -126,9 +127,9 @@ def _save_figure(fig, stem: Path) -> str:
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=PNG_DPI)
-    stem.with_suffix(".png").write_bytes(buffer.getvalue())
+    files.atomic_write(stem.with_suffix(".png"), lambda f: f.write(buffer.getvalue()))
     fig.set_layout_engine("none")  # keep the layout the PNG computed: laying out twice doubles the cost
-    fig.savefig(stem.with_suffix(".svg"), format="svg")
+    files.atomic_write(stem.with_suffix(".svg"), lambda f: fig.savefig(f, format="svg"))
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
@@ -147,7 +148,7 @@ def _render_section(section: Section, out: Path) -> str:
                      f'<a href="charts/{stem.name}.png">PNG</a></figcaption></figure>')
     if section.table is not None and len(section.table.columns):
         csv = out / "tables" / f"{section.key}.csv"
-        section.table.to_csv(csv, index=False)
+        files.atomic_write_text(csv, section.table.to_csv(index=False))
         shown = _display(section.table.head(MAX_ROWS))
         parts.append(shown.to_html(index=False, border=0, classes="table", na_rep=""))
         more = f"first {MAX_ROWS} of {len(section.table)} rows; " if len(section.table) > MAX_ROWS else ""
@@ -212,11 +213,7 @@ def render(sections: list[Section], tables, results_dir: Path, out: Path) -> Pat
     page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>netzoo report</title>"
             f"<style>{CSS}</style></head><body>{_header(tables, results_dir)}<nav><ol>{''.join(toc)}</ol></nav>"
             f"{''.join(body)}</body></html>")
-    path = out / "index.html"
-    tmp = out / ".tmp-index.html"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.atomic_write_text(out / "index.html", page)
 
 
 def write_report(results, out=None, open_browser: bool = False) -> Path:

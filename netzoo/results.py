@@ -51,7 +51,6 @@ PARTS_METADATA = b"netzoo.parts"          # networks part metadata: {table: {"sh
 DAMAGED_DIR = "damaged"                   # DIR/damaged/<table>/: damaged files moved out of every reader's way
 PAGE_CHECKSUMS = ds.ParquetFileFormat(
     default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
-atomic_write_text = files.atomic_write_text  # the one atomic writer lives in netzoo.files
 
 
 def part_name(key: Key) -> str:

@@ -513,7 +513,7 @@ def test_a_failed_digits_cache_write_leaves_no_temporary_file(tmp_path, monkeypa
     monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path)
 
     def disk_full(file, **arrays):
-        Path(file).write_bytes(b"PK\x03\x04 half a zip")
+        file.write(b"PK\x03\x04 half a zip")  # the cache is written into an open temporary file (netzoo.files)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "savez", disk_full)
