@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.population import (BASIC, GOLD, GOOD, METRIC, basic_row, for_recipe, mean_over_seeds, per_epoch,
                                  population, resolve_epoch)
 from analysis.samples import q8_samples
+from analysis.section import Section
 from netzoo.errors import NetzooError, ResultsError
 
 THRESHOLDS = (0.80, 0.90, 0.95, 0.99, 1.00)
@@ -240,9 +241,7 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
         return beyond.agreement(tables, recipe=recipe)
     tables = load(results_dir, tables=["networks", "epochs"])
     if question == "ensembles":  # probabilities of only the ensembles' runs: a filtered read
-        from netzoo.report import ensemble_predictions
-
-        predictions = ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric)
+        predictions = beyond.ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric)
         return beyond.ensembles(tables, metric=metric, epoch=epoch, recipe=recipe, predictions=predictions)
     kw = {"metric": metric, "recipe": recipe}
     simple = {"2": q2_accuracy, "3": q3_train_time, "4": q4_params, "5": q5_memory, "6": q6_ops,
@@ -259,8 +258,9 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
     return q7_late_bloomers(tables, epoch=epoch, **kw)
 
 
-def report_sections(tables) -> list:
-    """The exam's report sections (questions 1-10), in order; see analysis.exam_report."""
+def report_sections(tables, results_dir=None) -> list[Section]:
+    """The exam's report sections (questions 1-10), in order; see analysis.exam_report (``results_dir``: unused,
+    the report modules' one signature)."""
     from analysis.exam_report import exam_sections
 
     return exam_sections(tables)

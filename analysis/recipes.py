@@ -20,8 +20,9 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.population import Tables, answering_runs, final_epochs, left_out_note
+from analysis.population import answering_runs, final_epochs, left_out_note
 from analysis.section import Section
+from netzoo.results import ResultTables
 from netzoo.datasets import DATASETS, dataset_info
 from netzoo.recipe import Recipe
 from netzoo.zoo import natural_key
@@ -101,7 +102,7 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
             return rows
         return rows.join(networks.drop_duplicates("network").set_index("network")[["family"]], on="network")
 
-    kept, _ = answering_runs(Tables(networks, epochs))
+    kept, _ = answering_runs(ResultTables(networks, epochs))
     rows = with_family(final_epochs(kept.epochs))
     rows = rows.assign(gap=rows["train_acc"] - rows["test_acc"])
     every = with_family(every).assign(diverged=every["status"].eq("diverged"))
@@ -132,7 +133,7 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
 def learning_curves(epochs: pd.DataFrame, metric: str = METRIC, networks: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean ``metric``, train and test loss per recipe per epoch, over every network and seed that reached it and
     answered (``networks`` adds the failed runs to leave out); ``attrs["left_out"]``: runs left out."""
-    kept, left_out = answering_runs(Tables(networks if networks is not None else pd.DataFrame(), epochs))
+    kept, left_out = answering_runs(ResultTables(networks if networks is not None else pd.DataFrame(), epochs))
     epochs = kept.epochs
     if epochs.empty:
         out = pd.DataFrame(columns=["recipe", "epoch", metric, "train_loss", "test_loss", "runs"])
@@ -148,7 +149,7 @@ def depth_width(epochs: pd.DataFrame, networks: pd.DataFrame, metric: str = METR
     """Mean final ``metric`` per (recipe, depth, width) of constant-width MLPs that answered: depth counts hidden
     layers (the depth-width spec's 1, 2, 6, 10; the manifest's ``depth`` adds the output layer), width is their
     width. ``attrs["left_out"]``: runs left out (diverged or failed)."""
-    kept, left_out = answering_runs(Tables(networks, epochs))
+    kept, left_out = answering_runs(ResultTables(networks, epochs))
     last = final_epochs(kept.epochs)
     nets = networks.drop_duplicates("network").set_index("network")
     hidden = nets["widths"].map(lambda w: list(w)[:-1] if w is not None and len(w) > 1 else [])
@@ -174,7 +175,7 @@ def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int
     columns = ["recipe", "network", "depth", "layer_index", "layer", "grad_norm_mean"]
     if layers.empty or "grad_norm_mean" not in layers:
         return pd.DataFrame(columns=columns)
-    kept, left_out = answering_runs(Tables(networks, pd.DataFrame(), layers=layers))
+    kept, left_out = answering_runs(ResultTables(networks, pd.DataFrame(), layers=layers))
     layers = kept.layers
     weighted = layers[layers["grad_norm_mean"].notna()]
     if "kind" in weighted:  # weight layers only: a BatchNorm's affine weights are not a layer of the depth
@@ -283,7 +284,7 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def report_sections(tables) -> list[Section]:
+def report_sections(tables, results_dir=None) -> list[Section]:
     """The report's recipe sections: comparison, learning curves and gap when there are several recipes; the depth
     x width heatmap for constant-width MLPs of several depths and widths; gradient norms per layer from `layers`."""
     epochs, networks = tables.epochs, tables.networks

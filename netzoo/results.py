@@ -507,12 +507,13 @@ def quarantine(results_dir, problems, keep=frozenset()) -> list[Path]:
 # --- reading ---------------------------------------------------------------------------------------
 @dataclass
 class ResultTables:
-    """The results tables as DataFrames with the schema's dtypes (empty, with the columns, when absent)."""
+    """The results tables as DataFrames: ``load`` gives them the schema's dtypes (empty, with the columns, when
+    absent); the one tables type of netzoo and analysis (hand-built ones may leave tables out: empty frames)."""
 
-    networks: pd.DataFrame
-    epochs: pd.DataFrame
-    predictions: pd.DataFrame
-    layers: pd.DataFrame
+    networks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{t}={len(getattr(self, t))}" for t in TABLES)
@@ -575,13 +576,16 @@ def to_frame(table: pa.Table, schema: pa.Schema) -> pd.DataFrame:
     return frame
 
 
-def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str | None = None) -> ResultTables:
+def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str | None = None,
+         keys=None) -> ResultTables:
     """Load the results tables of ``results_dir`` as DataFrames with the schema's dtypes.
 
     ``tables``: names to read (others come back empty); ``columns={"predictions": [...]}`` reads only those
     columns of a table; ``epoch=E`` or ``"last"`` (each key's last recorded epoch) reads one epoch of
-    epochs/predictions/layers. Only whole keys (``scan``) are returned, all of a key's rows or none, each once;
-    the others are logged (``netzoo verify`` lists them, ``netzoo train`` retrains them).
+    epochs/predictions/layers; ``keys``: only these (network, recipe_hash, seed) keys (a filtered read: the
+    probabilities of a few runs out of 40M prediction rows). Only whole keys (``scan``) are returned, all of a
+    key's rows or none, each once; the others are logged (``netzoo verify`` lists them, ``netzoo train``
+    retrains them).
     """
     results_dir = results_folder(results_dir)
     wanted = set(TABLES if tables is None else ([tables] if isinstance(tables, str) else tables))
@@ -592,7 +596,7 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
         raise ResultsError(f"epoch must be an int or 'last', got {epoch!r}")
     columns = columns or {}
     classes = classes_of(results_dir)
-    found = scan(results_dir)
+    found = scan(results_dir, keys=keys)
     bad = [p for p in found.problems if p.kind != "incomplete"]
     if bad:
         log.warning("%d key(s) of %s are damaged or inconsistent and left out (e.g. %s); `netzoo verify "

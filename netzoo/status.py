@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from netzoo.claims import held_keys
+from netzoo.completeness import completeness_text
 from netzoo.errors import NetzooError, ResultsError
 from netzoo.results import job_records, load, results_folder
 from netzoo.zoo import manifest_rows
@@ -68,8 +69,6 @@ def _table(results_dir: Path, networks: pd.DataFrame, planned: pd.DataFrame) -> 
 
 def status_report(results_dir) -> str:
     """The status table as text, with a headline (complete / planned) and any notes."""
-    from analysis.completeness import completeness_text  # networks x seeds x recipes x datasets: done / missing
-
     results_dir = results_folder(results_dir)
     networks = load(results_dir, tables=["networks"], columns={"networks": list(COLUMNS_READ)}).networks
     planned, notes = _planned(results_dir)
