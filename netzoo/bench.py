@@ -155,12 +155,12 @@ def run_side(side: str, zoo: str, names: list[str], dataset: str, data_root, epo
         peak_device = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     elif side in ("netzoo", NO_LENSES):
         from netzoo.results import load
-        from netzoo.runner import TrainJob, run_job
+        from netzoo.devices import parse_devices
+        from netzoo.jobs import TrainJob
+        from netzoo.runner import run_job
 
-        job = TrainJob.from_cli(zoo=Path(zoo), dataset=dataset, data_root=data_root, download=False,
-                                results=Path(results), epochs=epochs, networks=",".join(names), seeds=None,
-                                shard=None, workers=None, device=device, recipe=None, executor="local",
-                                address=None, gpus_per_task=None, lenses=side == "netzoo", quiet=True)
+        job = TrainJob(zoo=zoo, results=results, dataset=dataset, data_root=data_root, recipe=recipe,
+                       networks=",".join(names), devices=parse_devices(device), lenses=side == "netzoo", quiet=True)
         summary = run_job(job)
         if summary.failed:
             raise NetzooError(f"netzoo bench: netzoo's run failed: {summary.line()}")

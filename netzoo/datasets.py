@@ -6,6 +6,7 @@ load_dataset() decodes a dataset once, normalises it, and returns tensors alread
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -108,6 +109,13 @@ def load_dataset(name: str, root=None, download: bool = False, device="cpu") -> 
     info = dataset_info(name)
     data = _load_digits() if name == "digits" else _load_torchvision(info, root, download)
     return data.to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dataset(name: str, root=None, download: bool = False, device="cpu") -> Dataset:
+    """``load_dataset``, decoded once per process for each (name, root, device): a worker trains many networks
+    on the same tensors."""
+    return load_dataset(name, root=root, download=download, device=device)
 
 
 def _normalised(x, mean: float, std: float):

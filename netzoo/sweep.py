@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,13 +114,16 @@ def select_networks(manifest: pd.DataFrame, selection: Selection, where: str) ->
 def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, data_root=None, download: bool = False,
               results: str | Path = "results/sweep", networks: str | None = None, epochs: int | None = None,
               seeds: list[int] | None = None, device: str | None = None, workers: int | None = None,
-              quiet: bool = False) -> SweepSummary:
+              quiet: bool = False, echo: Callable[[str], object] | None = None) -> SweepSummary:
     """Train the grid's networks (or ``networks`` globs) of ``zoo`` under every recipe of ``grid`` into ``results``.
 
     A grid with a ``spec`` generates that zoo under RESULTS/zoos/<spec>/ instead of using ``zoo``. ``epochs``
-    overrides every recipe's epochs (a new hash). Returns a SweepSummary; rerunning resumes.
+    overrides every recipe's epochs (a new hash). ``echo(text)`` receives the plan and each recipe's summary
+    line as they come (the CLI prints them; nothing is printed here). Returns a SweepSummary; rerunning resumes.
     """
-    from netzoo.runner import TrainJob, run_job
+    from netzoo.devices import parse_devices
+    from netzoo.jobs import TrainJob
+    from netzoo.runner import run_job
 
     start = time.perf_counter()
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
@@ -142,17 +146,17 @@ def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, dat
             recipe = recipe.replace(epochs=epochs)
         steps = math.ceil(train_size / recipe.batch_size)
         summary.runs.append(RecipeRun(recipe, zoo_for(recipe, zoo, manifest, results, quiet, names), steps))
-    if not quiet:
-        print(f"sweep {grid.name}: {len(summary.runs)} recipes x {len(names)} networks "
-              f"({', '.join(names[:4])}{', …' if len(names) > 4 else ''})")
-        print(summary.plan_table().drop(columns="zoo").to_string(index=False))
+    if echo is not None:
+        echo(f"sweep {grid.name}: {len(summary.runs)} recipes x {len(names)} networks "
+             f"({', '.join(names[:4])}{', …' if len(names) > 4 else ''})")
+        echo(summary.plan_table().drop(columns="zoo").to_string(index=False))
+    devices = parse_devices(device)
     for run in summary.runs:
-        job = TrainJob.from_cli(zoo=run.zoo, dataset=dataset, data_root=data_root, download=download,
-                                results=results, epochs=None, networks=",".join(names), seeds=seeds, shard=None,
-                                workers=workers, device=device, recipe=run.recipe, executor="local", address=None,
-                                gpus_per_task=None, lenses=True, quiet=quiet)
+        job = TrainJob(zoo=run.zoo, results=results, dataset=dataset, data_root=data_root, download=download,
+                       recipe=run.recipe, seeds=tuple(seeds) if seeds else (42,), networks=",".join(names),
+                       workers=workers, devices=devices, quiet=quiet)
         run.summary = run_job(job)
-        if not quiet:
-            print(f"  {run.recipe.name}: {run.summary.line()}")
+        if echo is not None:
+            echo(f"  {run.recipe.name}: {run.summary.line()}")
     summary.wall_time_s = time.perf_counter() - start
     return summary
