@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from analysis.population import BASIC, COSTS, METRIC, final_epochs, population, recipe_answers, recipe_hash
-from analysis.section import Section
 from netzoo.errors import ResultsError
 
 PARETO_COSTS = ("params", "memory", "train_time_s", "flops_forward")
@@ -178,15 +177,3 @@ def ensemble_predictions(results_dir, tables, epoch: int | None = None, recipe: 
                  epoch="last" if epoch is None else epoch).predictions
     # each member at its own epoch (its last, without ``epoch``)
     return frame.merge(at.astype({"seed": "int64", "epoch": "int64"}), on=["network", "seed", "epoch"])
-
-
-def report_sections(tables, results_dir=None) -> list[Section]:
-    """Report sections for Pareto fronts, ensembles and agreement (see analysis.beyond_report). With
-    ``results_dir``, the ensembles read their runs' probabilities from it (``ensemble_predictions``) when the
-    tables' predictions lack them."""
-    from analysis.beyond_report import beyond_sections
-
-    predictions = None
-    if results_dir is not None and "probs" not in tables.predictions.columns:
-        predictions = ensemble_predictions(results_dir, tables)
-    return beyond_sections(tables, predictions)

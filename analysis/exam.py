@@ -17,7 +17,6 @@ import pandas as pd
 from analysis.population import (BASIC, GOLD, GOOD, METRIC, basic_row, for_recipe, mean_over_seeds, per_epoch,
                                  population, resolve_epoch)
 from analysis.samples import q8_samples
-from analysis.section import Section
 from netzoo.errors import NetzooError, ResultsError
 
 THRESHOLDS = (0.80, 0.90, 0.95, 0.99, 1.00)
@@ -258,15 +257,7 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
     return q7_late_bloomers(tables, epoch=epoch, **kw)
 
 
-def report_sections(tables, results_dir=None) -> list[Section]:
-    """The exam's report sections (questions 1-10), in order; see analysis.exam_report (``results_dir``: unused,
-    the report modules' one signature)."""
-    from analysis.exam_report import exam_sections
-
-    return exam_sections(tables)
-
-
 __all__ = ["answer", "q1_attempts", "q2_accuracy", "q3_train_time", "q4_params", "q5_memory", "q6_ops",
            "q7_curves", "q7_late_bloomers", "q7_rank_stability", "settled_epoch", "q8_samples",
-           "q9_best_percentiles", "q10_best_vs_basic", "by_group", "best_network", "report_sections",
+           "q9_best_percentiles", "q10_best_vs_basic", "by_group", "best_network",
            "mean_over_seeds", "for_recipe"]

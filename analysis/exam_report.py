@@ -233,6 +233,7 @@ BUILDERS = [
 ]
 
 
-def exam_sections(tables) -> list[Section]:
-    """Sections for questions 1-10, in order (Q8 adds one per kind of sample)."""
+def report_sections(tables, results_dir=None) -> list[Section]:
+    """The report's sections for questions 1-10, in order (Q8 adds one per kind of sample); ``results_dir``:
+    unused (the report modules' one signature)."""
     return collect(BUILDERS, tables)

@@ -285,7 +285,7 @@ def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
 
         netzoo bench --dataset digits --epochs 4 --repeat 3
     """
-    from netzoo.bench import run_benchmark
+    from netzoo.benchmarks.study import run_benchmark
 
     result = run_benchmark(dataset=dataset, data_root=data_root, epochs=epochs, repeat=repeat,
                            device=device, doc=doc)

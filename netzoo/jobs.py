@@ -99,19 +99,6 @@ class Outcome:
     wall_time_s: float = 0.0
 
 
-def select_networks(zoo: Path, patterns: str | None) -> list[str]:
-    """Names in the zoo matching GLOB[,GLOB…] (all when None), naturally sorted (netzoo.zoo.matching); an
-    UnknownNetworkError when none does."""
-    names = matching(manifest_rows(zoo), [])
-    if not patterns:
-        return names
-    chosen = matching(names, patterns.split(","))
-    if not chosen:
-        raise UnknownNetworkError(f"--networks {patterns!r} matches no network of {zoo} "
-                                  f"(e.g. {', '.join(names[:3])}); see: netzoo zoo list --zoo {zoo}")
-    return chosen
-
-
 def check_fits(job: TrainJob, names: list[str]) -> None:
     """Refuse a zoo whose input shape or classes do not fit the dataset, or a recipe the zoo was not built for."""
     info = dataset_info(job.dataset)
@@ -134,8 +121,14 @@ def check_fits(job: TrainJob, names: list[str]) -> None:
 
 
 def all_keys(job: TrainJob) -> list[tuple[str, str, int]]:
-    """Every key of the job, all shards together, in a fixed order (network natural order, then seed)."""
-    names = select_networks(job.zoo, job.networks)
+    """Every key of the job, all shards together, in a fixed order (network natural order, then seed): the
+    zoo's networks matching ``--networks`` GLOB[,GLOB…] (netzoo.zoo.matching), an UnknownNetworkError when none
+    does."""
+    names = matching(manifest_rows(job.zoo), (job.networks or "").split(","))
+    if not names:
+        every = matching(manifest_rows(job.zoo), [])
+        raise UnknownNetworkError(f"--networks {job.networks!r} matches no network of {job.zoo} "
+                                  f"(e.g. {', '.join(every[:3])}); see: netzoo zoo list --zoo {job.zoo}")
     check_fits(job, names)
     return [(name, job.recipe.hash, seed) for name in names for seed in job.seeds]
 

@@ -43,6 +43,9 @@ class Recipe:
     step_size: int = 1               # step schedule: epochs between decays
     gamma: float = 0.1               # step schedule: decay factor
     init: str = "default"            # weight initialisation: one of INITS ("default" = PyTorch's own)
+    # dropout and batch_norm are template options: the trainer never reads them; they name the zoo variant the
+    # recipe trains (netzoo.sweep generates it; netzoo.jobs.check_fits refuses a zoo made without them), and
+    # they stay in the hash so that results made before keep their keys (tests/test_recipes.py).
     dropout: float = 0.0             # dropout probability (a template option: needs a zoo generated with it)
     batch_norm: bool = False         # batch norm (a template option: needs a zoo generated with it)
     early_stopping_patience: int = 0  # epochs without test-loss improvement before stopping; 0 = never

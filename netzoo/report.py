@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # The integration point: modules whose report_sections(tables, results_dir=...) the report calls, in this order.
 # A module listed here that does not exist yet is skipped (importlib.util.find_spec).
-REPORT_MODULES = ("analysis.exam", "analysis.beyond", "analysis.lenses", "analysis.recipes", "analysis.seeds")
+REPORT_MODULES = ("analysis.exam_report", "analysis.beyond_report", "analysis.lenses", "analysis.recipes",
+                  "analysis.seeds")
 MAX_ROWS = 40        # rows of a table shown in the page; the full table is in OUT/tables/<key>.csv
 PNG_DPI = 110
 _PREDICTION_COLUMNS = ["network", "recipe", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]
@@ -113,7 +114,7 @@ def _render_section(section: Section, out: Path) -> str:
     for i, fig in enumerate(section.figures):
         stem = out / "charts" / f"{section.key}-{i + 1}"
         uri = _save_figure(fig, stem)
-        title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) else section.title
+        title = fig.get_suptitle() or section.title
         parts.append(f'<figure><img src="{uri}" alt="{html.escape(title)}">'
                      f'<figcaption><a href="charts/{stem.name}.svg">SVG</a> · '
                      f'<a href="charts/{stem.name}.png">PNG</a></figcaption></figure>')

@@ -99,7 +99,7 @@ def zoo_for(recipe: Recipe, zoo: Path, manifest: pd.DataFrame, results: Path, qu
     return out
 
 
-def select_networks(manifest: pd.DataFrame, selection: Selection, where: str) -> list[str]:
+def check_selection(manifest: pd.DataFrame, selection: Selection, where: str) -> list[str]:
     """The selection's network names, or a RecipeError naming the zoo's families and activations."""
     names = selection.select(manifest)
     if not names:
@@ -138,7 +138,7 @@ def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, dat
         manifest = read_manifest(zoo)
     selection = Selection(name=tuple(g.strip() for g in networks.split(",") if g.strip())) if networks \
         else grid.networks
-    names = select_networks(manifest, selection, f"grid {grid.name!r} on {zoo}")
+    names = check_selection(manifest, selection, f"grid {grid.name!r} on {zoo}")
     train_size = dataset_info(dataset).train_size
     summary = SweepSummary(grid=grid.name, results=results, networks=names, seeds=seeds)
     for recipe in grid.recipes:
