@@ -9,10 +9,16 @@ random.Random seeded by (seed, family, activation), and nothing else (time, path
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import keyword
 import math
+import os
 import random
+import re
+import shutil
+import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,21 +28,22 @@ import jinja2
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
+from markupsafe import Markup
 
 from netzoo import schema
 from netzoo.datasets import dataset_info
-from netzoo.errors import GenerationError, ShapeMismatchError, SpecError
+from netzoo.errors import GenerationError, NetzooError, ShapeMismatchError, SpecError
 from netzoo.measure import static_costs
+from netzoo.names import check_network_name
 from netzoo.paths import templates_dir
-from netzoo.spec import ACTIVATIONS, FamilySpec, ZooSpec, load_spec
+from netzoo.spec import ACTIVATIONS, MAX_CLASSES, MAX_PIXELS, FamilySpec, ZooSpec, check_seed, load_spec
 
 TEMPLATES = {"Basic": "basic.py.j2", "Linear": "linear.py.j2", "ResNetStyle": "resnet_style.py.j2",
              **{f"Conv{n}d": "conv.py.j2" for n in (1, 2, 3)},
              **{f"Conv{n}dThenLinear": "conv_then_linear.py.j2" for n in (1, 2, 3)}}
-ACTIVATION_CODE = {"ReLU": "nn.ReLU()", "SELU": "nn.SELU()", "Sigmoid": "nn.Sigmoid()", "Tanh": "nn.Tanh()",
-                   "None": "nn.Identity()"}
-# torchvision's BasicBlock keeps its own ReLU(inplace=True) in ReLU cells (the study's memory figure needs it).
-BLOCK_ACTIVATION_CODE = {**ACTIVATION_CODE, "ReLU": "nn.ReLU(inplace=True)"}
+# The nn module of each activation (a None cell's, where a layer needs one: nn.Identity).
+ACTIVATION_MODULES = {"None": "Identity", "ReLU": "ReLU", "SELU": "SELU", "Sigmoid": "Sigmoid", "Tanh": "Tanh"}
+CONV_DIMS = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3}
 STEM_SIDE = 28  # ResNetStyle's stem_kernel range is given for a 28-pixel side and scaled to the input's
 
 
@@ -89,21 +96,26 @@ class Plan:
                 "batch_norm": self.batch_norm}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
-    """One line of forward (and the __init__ lines it needs)."""
+    """One step of forward, as data for the template macro of its ``kind`` (templates/_layers.py.j2).
 
-    init: list[str]
-    forward: str
+    Kinds: input, Linear, Conv, BasicBlock, BatchNorm, activation, Dropout, flatten, output. ``index`` is the
+    weight layer the step belongs to (fc2, bn2, act2, drop2); ``shape`` the tensor after it, without N.
+    """
+
+    kind: str
     shape: tuple[int, ...]
-    comment: str = ""
-
-
-@dataclass
-class Rendered:
-    plan: Plan
-    steps: list[Step] = field(default_factory=list)
-    block_import: bool = False
+    index: int = 0
+    inputs: int = 0                   # in features / channels (BatchNorm: its channels)
+    out: int = 0                      # out features / channels
+    last: bool = False                # the last weight layer: its out is num_classes
+    kernel: int | tuple[int, ...] = 0
+    bias: bool = False
+    dims: int = 0                     # Conv{dims}d, BatchNorm{dims}d
+    p: float = 0.0                    # Dropout probability
+    activation: str = "None"          # the cell's activation (BasicBlock)
+    module: str = "Identity"          # the activation's nn module
 
 
 def _conv_out(shape: tuple[int, ...], out: int, kernel) -> tuple[int, ...]:
@@ -111,12 +123,11 @@ def _conv_out(shape: tuple[int, ...], out: int, kernel) -> tuple[int, ...]:
     return (out, *(s - k + 1 for s, k in zip(shape[1:], kernels)))
 
 
-def build_steps(plan: Plan) -> Rendered:
-    """The __init__ and forward lines of a plan, with the shape after each step."""
-    r = Rendered(plan)
+def build_steps(plan: Plan) -> list[Step]:
+    """The steps of forward (and the layers __init__ builds for them), with the shape after each."""
     shape = plan.view
-    r.steps.append(Step([], f"x = x.view(-1, {', '.join(map(str, plan.view))})", shape,
-                        comment=f"{plan.family} input"))
+    module = ACTIVATION_MODULES[plan.activation]
+    steps = [Step("input", shape)]
     n_weights = len(plan.layers)
     for i, layer in enumerate(plan.layers, start=1):
         kind, out, bias = layer["type"], layer["out"], layer["bias"]
@@ -124,49 +135,33 @@ def build_steps(plan: Plan) -> Rendered:
         if kind == "Linear":
             if len(shape) > 1:
                 shape = (math.prod(shape),)
-                r.steps.append(Step([], "x = torch.flatten(x, 1)", shape))
-            name = f"fc{i}"
-            features = "num_classes" if last else str(out)
-            init = f"self.{name} = nn.Linear({shape[0]}, {features}, bias={bias})"
+                steps.append(Step("flatten", shape))
+            steps.append(Step("Linear", (out,), i, shape[0], out, last, bias=bias))
             shape = (out,)
         elif kind == "BasicBlock":
-            r.block_import = True
-            name = f"block{i}"
-            why = "a None cell: no activation" if plan.activation == "None" else "the cell's activation"
-            init_lines = [f"self.{name} = BasicBlock({shape[0]}, {out}, downsample={_downsample(shape[0], out)})",
-                          f"self.{name}.relu = {BLOCK_ACTIVATION_CODE[plan.activation]}  # {why}, not the block's ReLU"]
+            steps.append(Step("BasicBlock", (out, *shape[1:]), i, shape[0], out, activation=plan.activation,
+                              module=module))
             shape = (out, *shape[1:])
-            r.steps.append(Step(init_lines, f"x = self.{name}(x)", shape))
             continue
         else:  # Conv1d, Conv2d, Conv3d
-            name = f"conv{i}"
-            channels = "num_classes" if last else str(out)
             kernel = layer["kernel"]
-            ktext = f"({', '.join(map(str, kernel))})" if isinstance(kernel, list) else str(kernel)
-            init = f"self.{name} = nn.{kind}({shape[0]}, {channels}, kernel_size={ktext}, bias={bias})"
-            shape = _conv_out(shape, out, kernel)
-        r.steps.append(Step([init], f"x = self.{name}(x)", shape))
+            new = _conv_out(shape, out, kernel)
+            kernel = tuple(kernel) if isinstance(kernel, list) else kernel
+            steps.append(Step("Conv", new, i, shape[0], out, last, kernel, bias, dims=CONV_DIMS[kind]))
+            shape = new
         if last:
             break
         if plan.batch_norm:
-            dims = {1: 1, 2: 1, 3: 2, 4: 3}[len(shape)]
-            r.steps.append(Step([f"self.bn{i} = nn.BatchNorm{dims}d({shape[0]})"], f"x = self.bn{i}(x)", shape))
+            steps.append(Step("BatchNorm", shape, i, shape[0], dims={1: 1, 2: 1, 3: 2, 4: 3}[len(shape)]))
         if layer["act"]:
-            r.steps.append(Step([f"self.act{i} = {ACTIVATION_CODE[plan.activation]}"], f"x = self.act{i}(x)", shape))
+            steps.append(Step("activation", shape, i, module=module))
             if plan.dropout > 0:
-                r.steps.append(Step([f"self.drop{i} = nn.Dropout(p={plan.dropout})"], f"x = self.drop{i}(x)", shape))
+                steps.append(Step("Dropout", shape, i, p=plan.dropout))
     if len(shape) > 1:  # pure conv families end with (classes, 1, …)
         shape = (math.prod(shape),)
-        r.steps.append(Step([], "x = torch.flatten(x, 1)", shape))
-    r.steps.append(Step(["self.log_softmax = nn.LogSoftmax(dim=1)"], "return self.log_softmax(x)", shape))
-    return r
-
-
-def _downsample(inplanes: int, planes: int) -> str:
-    """BasicBlock's downsample, built as torchvision's _make_layer does: only when the width changes (stride 1)."""
-    if inplanes == planes:
-        return "None"
-    return f"nn.Sequential(conv1x1({inplanes}, {planes}), nn.BatchNorm2d({planes}))"
+        steps.append(Step("flatten", shape))
+    steps.append(Step("output", shape))
+    return steps
 
 
 def describe_plan(plan: Plan) -> str:
@@ -312,13 +307,19 @@ def basic_plan(input_shape: tuple[int, int, int], classes: int, dropout: float =
                 dropout=dropout, batch_norm=batch_norm, classes=classes)
 
 
+def check_classes(classes: Any) -> int:
+    """``classes`` when it is an integer in [2, 10000] (one class makes every network's output constant)."""
+    if not (_is_int(classes) and 2 <= classes <= MAX_CLASSES):
+        raise SpecError(f"classes: {classes!r} is not allowed; give 2 <= classes <= {MAX_CLASSES}.")
+    return classes
+
+
 # --- feasibility: a range no network of this input shape can satisfy ----------------------------------
 def check_feasible(spec: ZooSpec, input_shape: tuple[int, int, int], classes: int) -> None:
     """Raise SpecError naming the file and key when a family's ranges cannot fit this input shape."""
     where = spec.path.name if spec.name == spec.path.stem else spec.name
     shape_text = "x".join(map(str, input_shape))
-    if classes < 1:
-        raise SpecError(f"classes: {classes} is not allowed; give at least 1.")
+    check_classes(classes)
     for family, fam in spec.families.items():
         if not any(fam.counts.values()):
             continue
@@ -354,15 +355,103 @@ def check_feasible(spec: ZooSpec, input_shape: tuple[int, int, int], classes: in
                             f"allowed: kernel low <= {most}, or fewer layers, or a larger input.")
 
 
-# --- rendering, checking and the manifest ---------------------------------------------------------
+# --- rendering: every value that reaches a file is checked, then escaped for where it lands -----------
+class Code(str):
+    """Text a filter has made safe for where it lands (|text, |ident, |join); any operation on it gives a
+    plain str again, which the environment refuses: a value can only be escaped, never composed around."""
+
+
+def _literal(value: Any) -> Markup:
+    """The environment's finalize: what ``{{ … }}`` may print. Macro output (Markup) and filtered text (Code) as
+    they are; int, bool and finite float as Python literals; anything else (a raw str, a list, None) stops the
+    rendering, so a field a template forgets to filter cannot reach the file."""
+    if isinstance(value, Markup):
+        return value
+    if isinstance(value, Code):
+        return Markup(value)
+    if isinstance(value, (bool, int)):
+        return Markup(repr(value))
+    if isinstance(value, float) and math.isfinite(value):
+        return Markup(repr(value))
+    raise GenerationError(f"template value {value!r:.60} ({type(value).__name__}) has no filter; "
+                          f"render text with |text and names with |ident (templates/_layers.py.j2).")
+
+
+# A comment naming a codec on the first two lines changes how Python decodes the file (PEP 263: utf-7 turns
+# '+AAo-' into a newline): text never holds one.
+_CODING = re.compile(r"(coding)([:=])")
+
+
+def _text(value: Any) -> Code:
+    """One line of text that stays inside a comment, a docstring or a double-quoted string: backslashes and
+    double quotes escaped, every non-printable character (newline, NUL, U+2028, …) written as its escape."""
+    out = []
+    for ch in str(value):
+        if ch in '\\"':
+            out.append("\\" + ch)
+        else:
+            out.append(ch if ch.isprintable() else ascii(ch)[1:-1])
+    text = "".join(out)
+    return Code(_CODING.sub(lambda m: f"{m.group(1)}\\x{ord(m.group(2)):02x}", text))
+
+
+def _ident(value: Any) -> Code:
+    """A plain ASCII identifier (a class, attribute or nn module name), else GenerationError."""
+    if not (isinstance(value, str) and value.isascii() and value.isidentifier() and not keyword.iskeyword(value)):
+        raise GenerationError(f"{value!r:.60} is not a Python name; a template may only print names with |ident.")
+    return Code(value)
+
+
+def _join(items: Any, sep: str = "") -> Code:
+    """Jinja's join, strict: each item through finalize (numbers, filtered text), a separator of ' ,x*' only."""
+    if not re.fullmatch(r"[ ,x*]*", sep):
+        raise GenerationError(f"join separator {sep!r} is not allowed in a template; use ', ' or 'x'.")
+    return Code(sep.join(_literal(item) for item in items))
+
+
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), trim_blocks=True,
-                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
-                              autoescape=False)
+    """Jinja over templates/, escaping like autoescape does for HTML but for Python: ``{{ … }}`` prints only
+    numbers, macro output and filtered values (see _literal); ``|safe`` is gone and ``|join`` is strict."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                             autoescape=True, finalize=_literal)
+    env.filters.update(text=_text, ident=_ident, join=_join)
+    del env.filters["safe"]
+    return env
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return f"(N, {', '.join(map(str, shape))})"
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_plan(plan: Plan) -> None:
+    """GenerationError (or NetworkNameError) unless every value of ``plan`` has its type and range: a plan
+    built by hand or read back from a manifest renders only when it could have been sampled."""
+    check_network_name(plan.name)
+    problems = []
+    if plan.family not in TEMPLATES:
+        problems.append(f"family {plan.family!r:.60}")
+    if plan.activation not in ACTIVATION_MODULES:
+        problems.append(f"activation {plan.activation!r:.60}")
+    if not _is_int(plan.classes, 2):
+        problems.append(f"classes {plan.classes!r:.60}")
+    if not (isinstance(plan.view, tuple) and plan.view and all(_is_int(v, 1) for v in plan.view)):
+        problems.append(f"view {plan.view!r:.60}")
+    if not (isinstance(plan.dropout, (int, float)) and not isinstance(plan.dropout, bool)
+            and 0.0 <= plan.dropout < 1.0):
+        problems.append(f"dropout {plan.dropout!r:.60}")
+    if not isinstance(plan.batch_norm, bool):
+        problems.append(f"batch_norm {plan.batch_norm!r:.60}")
+    for i, layer in enumerate(plan.layers, start=1):
+        kernel = layer.get("kernel")
+        if (layer.get("type") not in (*CONV_DIMS, "Linear", "BasicBlock") or not _is_int(layer.get("out"), 1)
+                or not isinstance(layer.get("bias"), bool) or not isinstance(layer.get("act"), bool)
+                or not (_is_int(kernel) or isinstance(kernel, list) and all(_is_int(k, 1) for k in kernel))):
+            problems.append(f"layer {i} {layer!r:.80}")
+    if not plan.layers:
+        problems.append("no layers")
+    if problems:
+        raise GenerationError(f"{plan.name}: the plan cannot be rendered: {'; '.join(problems)}.")
 
 
 def _sampled_text(plan: Plan) -> str:
@@ -380,26 +469,27 @@ def _sampled_text(plan: Plan) -> str:
 
 def render(plan: Plan, spec_name: str, spec_hash: str, seed: int, input_shape: tuple[int, int, int],
            env: jinja2.Environment | None = None) -> str:
-    """The Python source of one network, rendered from its family's template."""
+    """The Python source of one network, rendered from its family's template.
+
+    Raises GenerationError when a value has the wrong type or range (see check_plan); text (spec name, hash)
+    is escaped into one line by the templates' |text filter.
+    """
+    check_plan(plan)
+    if not _is_int(seed) or not (isinstance(input_shape, tuple) and len(input_shape) == 3
+                                 and all(_is_int(v, 1) for v in input_shape)):
+        raise GenerationError(f"{plan.name}: seed {seed!r:.40} and input shape {input_shape!r:.60} must be "
+                              f"non-negative integers and three positive integers.")
     env = env or _environment()
-    built = build_steps(plan)
-    init_lines = [line for step in built.steps for line in step.init]
-    forwards = [step.forward for step in built.steps]
-    pad = max(len(f) for f in forwards)
-    forward_lines = []
-    for step in built.steps:
-        note = _shape_text(step.shape) + (f" {step.comment}" if step.comment else "")
-        forward_lines.append(f"{step.forward.ljust(pad)}  # {note}")
+    steps = build_steps(plan)
     c, h, w = input_shape
     template = TEMPLATES[plan.family]
     return env.get_template(template).render(
-        name=plan.name, family=plan.family, activation=plan.activation, template=template,
-        spec=spec_name, spec_hash=spec_hash, seed=seed, input="x".join(map(str, input_shape)),
-        classes=plan.classes, sampled=_sampled_text(plan), view="x".join(map(str, plan.view)),
+        name=plan.name, family=plan.family, template=template, spec=spec_name, spec_hash=spec_hash, seed=seed,
+        input_shape=input_shape, classes=plan.classes, sampled=_sampled_text(plan), view=plan.view,
         pixels=c * h * w, docstring=f"{describe_plan(plan)} (N, {c}, {h}, {w}) -> (N, {plan.classes}) "
                                     f"log-probabilities.",
-        init_lines=init_lines, forward_lines=forward_lines, block_import=built.block_import,
-        downsample=any("conv1x1(" in line for line in init_lines))
+        steps=steps, block_import=any(s.kind == "BasicBlock" for s in steps),
+        downsample=any(s.kind == "BasicBlock" and s.inputs != s.out for s in steps))
 
 
 def arch_id(plan: Plan) -> str:
@@ -415,15 +505,16 @@ def arch_id(plan: Plan) -> str:
 
 
 def manifest_row(plan: Plan, costs: dict[str, int], spec: ZooSpec, seed: int,
-                 input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """One manifest row (schema.MANIFEST) of a rendered network."""
+                 input_shape: tuple[int, int, int], file_sha256: str) -> dict[str, Any]:
+    """One manifest row (schema.MANIFEST) of a rendered network whose file's bytes hash to ``file_sha256``."""
     layers = plan.layers
     kernel_side = [max(layer["kernel"]) if isinstance(layer["kernel"], list) else layer["kernel"] for layer in layers]
     blocks_act = plan.activation != "None"
     return {
         "network": plan.name, "family": plan.family, "activation": plan.activation,
         "depth": sum(2 if layer["type"] == "BasicBlock" else 1 for layer in layers),
-        "arch_id": arch_id(plan), "file": f"{plan.name}.py", "template": TEMPLATES[plan.family],
+        "arch_id": arch_id(plan), "file": f"{plan.name}.py", "file_sha256": file_sha256,
+        "template": TEMPLATES[plan.family],
         "input_shape": "x".join(map(str, input_shape)), "classes": plan.classes, **costs,
         "layer_types": [layer["type"] for layer in layers], "widths": [layer["out"] for layer in layers],
         "kernel_sizes": kernel_side, "biases": [layer["bias"] for layer in layers],
@@ -475,13 +566,18 @@ def _resolve_target(dataset, input_shape, classes) -> tuple[str, tuple[int, int,
         if tuple(input_shape) != info.input_shape:
             raise ShapeMismatchError(f"--dataset {dataset} gives {'x'.join(map(str, info.input_shape))} inputs, "
                                      f"not {'x'.join(map(str, input_shape))}; give one of --dataset or --input-shape.")
+    if classes is not None:
+        check_classes(classes)
     if input_shape is None:
         info = dataset_info(dataset or "digits")
         return info.name, info.input_shape, info.classes if classes is None else classes
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ShapeMismatchError(f"input shape {input_shape!r} is not CxHxW with positive sides, e.g. (1, 28, 28).")
-    return (dataset or "x".join(map(str, shape))), shape, 10 if classes is None else int(classes)  # type: ignore[return-value]
+    if math.prod(shape) > MAX_PIXELS:
+        raise ShapeMismatchError(f"input shape {'x'.join(map(str, shape))} has {math.prod(shape)} pixels; allowed: "
+                                 f"at most {MAX_PIXELS} (e.g. 3x1024x1024).")
+    return (dataset or "x".join(map(str, shape))), shape, 10 if classes is None else classes
 
 
 def generate_zoo(spec: str | Path = "default", dataset: str | None = None, input_shape=None, classes=None,
@@ -497,11 +593,9 @@ def generate_zoo(spec: str | Path = "default", dataset: str | None = None, input
     """
     from dataclasses import replace
 
-    from netzoo.zoo import import_network
-
     zoo_spec = load_spec(spec)
     label, shape, n_classes = _resolve_target(dataset, input_shape, classes)
-    seed = zoo_spec.seed if seed is None else int(seed)
+    seed = zoo_spec.seed if seed is None else check_seed(seed, "seed")
     overrides = {}
     if dropout is not None:
         if not 0.0 <= float(dropout) < 1.0:
@@ -514,50 +608,110 @@ def generate_zoo(spec: str | Path = "default", dataset: str | None = None, input
                            **overrides)
     check_feasible(zoo_spec, shape, n_classes)
     out = Path(out) if out is not None else Path("zoo") / label
-    out.mkdir(parents=True, exist_ok=True)
 
     plans = plan_zoo(zoo_spec, shape, n_classes, seed)
     if networks is not None:
         wanted = set(networks)
+        if not wanted:
+            raise SpecError(f"no network selected of spec {zoo_spec.name!r}; give network names, or None for all.")
         unknown = sorted(wanted - {plan.name for plan in plans})
         if unknown:
             raise SpecError(f"spec {zoo_spec.name!r} makes no network named {', '.join(unknown[:5])}"
                             f"{' …' if len(unknown) > 5 else ''}; list its networks with: netzoo generate --spec "
                             f"{spec} then netzoo zoo list --zoo DIR")
         plans = [plan for plan in plans if plan.name in wanted]
+    if out.exists() and not out.is_dir():
+        raise NetzooError(f"--out {out} is not a folder; give a folder for the zoo.")
+    created, stage = [], None
+    try:
+        created = _make_dirs(out)
+        stage = Path(tempfile.mkdtemp(prefix=".tmp-generate-", dir=out))
+        rows = _render_checked(plans, zoo_spec, seed, shape, n_classes, stage, progress, out)
+        manifest = pd.DataFrame(rows, columns=schema.MANIFEST.names)
+        _publish(stage, out, manifest)
+    except BaseException as exc:  # a failure (or Ctrl-C) midway leaves the folder as it was: no half-written zoo
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: never a user's files
+        if isinstance(exc, OSError):  # disk full, read-only folder, …
+            raise NetzooError(f"could not write the zoo into {out}: {exc.strerror or exc}; free space or give "
+                              f"another --out, then run it again.") from None
+        raise
+    manifest.attrs["zoo_dir"] = str(out)
+    return manifest
+
+
+def _render_checked(plans: list[Plan], spec: ZooSpec, seed: int, shape: tuple[int, int, int], classes: int,
+                    stage: Path, progress: bool, out: Path) -> list[dict[str, Any]]:
+    """Render each plan into ``stage``, import it (checking its hash), build it, run it forward, measure it;
+    return the manifest rows. Any failure raises GenerationError naming the network."""
+    from netzoo.zoo import import_network
+
     env = _environment()
     rows = []
-    bar = _progress(plans, progress, f"generate {zoo_spec.name} -> {out}")
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batch-of-one passes: threads cost more than they give
     try:
-        for plan in bar:
-            source = render(plan, zoo_spec.name, zoo_spec.sha256, seed, shape, env)
-            path = out / f"{plan.name}.py"
-            if not path.exists() or path.read_text() != source:
-                path.write_text(source)
+        for plan in _progress(plans, progress, f"generate {spec.name} -> {out}"):
+            source = render(plan, spec.name, spec.sha256, seed, shape, env).encode()
+            digest = hashlib.sha256(source).hexdigest()
+            path = stage / f"{plan.name}.py"
+            path.write_bytes(source)
             try:
-                model = import_network(path, plan.name)()
-                check_network(model, plan.name, shape, n_classes)
+                model = import_network(path, plan.name, sha256=digest)()
+                check_network(model, plan.name, shape, classes)
                 costs = static_costs(model, shape, copy_first=False)  # the model is thrown away
             except GenerationError:
                 raise
             except Exception as exc:  # any failure to import, build or run is the generator's bug: stop
-                raise GenerationError(f"{plan.name} ({path}) failed to import, build or run on "
+                raise GenerationError(f"{plan.name} ({out / path.name}) failed to import, build or run on "
                                       f"{'x'.join(map(str, shape))}: {type(exc).__name__}: {exc}") from exc
-            rows.append(manifest_row(plan, costs, zoo_spec, seed, shape))
+            rows.append(manifest_row(plan, costs, spec, seed, shape, file_sha256=digest))
     finally:
         torch.set_num_threads(torch_threads)
-    manifest = pd.DataFrame(rows, columns=schema.MANIFEST.names)
-    names = {f"{p.name}.py" for p in plans}
+    return rows
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones created, deepest first (to undo them)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+    return missing
+
+
+def _publish(stage: Path, out: Path, manifest: pd.DataFrame) -> None:
+    """Move a fully rendered and checked zoo from ``stage`` into ``out``.
+
+    The old manifest goes first and the new one comes last, so a zoo caught between the two generations has
+    no manifest and is refused as missing, never read as a mix (its hashes would refuse a mix too). A file
+    whose bytes did not change is left in place; files of an earlier generation that this one does not make
+    are removed; other files (the user's) stay.
+    """
+    (out / "manifest.parquet").unlink(missing_ok=True)
+    names = set(manifest["file"])
+    for name in sorted(names):
+        new, old = stage / name, out / name
+        if old.is_file() and old.read_bytes() == new.read_bytes():
+            continue  # unchanged: keep its mtime
+        os.replace(new, old)
     for stale in out.glob("*.py"):  # files of an earlier generation into this folder
-        if stale.name not in names and "generated by netzoo" in stale.read_text().split("\n", 1)[0]:
+        if stale.name not in names and _generated_by_netzoo(stale):
             stale.unlink()
-    tmp = out / ".tmp-manifest.parquet"
-    pq.write_table(schema.conform(manifest, schema.MANIFEST), tmp)
-    tmp.replace(out / "manifest.parquet")
-    manifest.attrs["zoo_dir"] = str(out)
-    return manifest
+    pq.write_table(schema.conform(manifest, schema.MANIFEST), stage / "manifest.parquet")
+    os.replace(stage / "manifest.parquet", out / "manifest.parquet")
+    shutil.rmtree(stage)
+
+
+def _generated_by_netzoo(path: Path) -> bool:
+    """Whether ``path``'s first line is a netzoo header ('# Name: generated by netzoo from templates/…')."""
+    with path.open("rb") as f:
+        return b"generated by netzoo" in f.readline()
 
 
 def _progress(items, enabled: bool, desc: str):

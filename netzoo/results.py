@@ -31,6 +31,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from netzoo.errors import ResultsError
+from netzoo.names import check_network_name
 from netzoo.schema import KEY, NETWORKS, TABLES, conform, table_schema
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ SEP = "--"                                # between the key's parts in a part fi
 def part_name(key: Key) -> str:
     """The file name of a key's part in every table: '<network>--<recipe_hash>--<seed>.parquet'."""
     network, recipe_hash, seed = key
-    return f"{network}{SEP}{recipe_hash}{SEP}{int(seed)}.parquet"
+    return f"{check_network_name(network)}{SEP}{recipe_hash}{SEP}{int(seed)}.parquet"
 
 
 def key_of(path: Path) -> Key | None:
