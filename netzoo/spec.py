@@ -22,8 +22,9 @@ Keys (top level; every option is also settable per family, where it overrides th
     grid = { hidden_layers = [1, 2], width = [8, 16] }   # Linear: one MLP per combination (constant width)
                                                          # and per count; replaces depth and width
 
-Every range, grid value and count has a limit (MAXIMA, MAX_COUNT, MAX_NETWORKS below: depth <= 64, width <= 8192,
-channels <= 1024, at most 100000 networks), the seed fits an int64, and a spec that renders no network is refused.
+Every range, grid value and count has a limit (netzoo.families.MAXIMA; MAX_COUNT and MAX_NETWORKS below: depth
+<= 64, width <= 8192, channels <= 1024, at most 100000 networks), the seed fits an int64, and a spec that renders
+no network is refused.
 A spec's name is written into every generated file's header, so a name holding a control character is refused.
 """
 
@@ -36,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from netzoo.errors import SpecError
+from netzoo.families import MAXIMA, REGISTRY, spec_families
 from netzoo.paths import SPECS_DIR
 
-FAMILIES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Conv1dThenLinear", "Conv2dThenLinear",
-            "Conv3dThenLinear", "ResNetStyle")
 ACTIVATIONS = ("None", "ReLU", "SELU", "Sigmoid", "Tanh")
 
 OPTIONS = {  # option -> (type, default): top level and per family
@@ -50,22 +50,8 @@ OPTIONS = {  # option -> (type, default): top level and per family
 }
 TOP_KEYS = ("description", "seed", "basic", "families", *OPTIONS)
 
-# Each family's ranges and their defaults (the study's generator), inclusive [low, high].
-RANGES: dict[str, dict[str, tuple[int, int]]] = {
-    "Linear": {"depth": (2, 6), "width": (10, 128)},
-    **{f"Conv{n}d": {"depth": (2, 6), "channels": (10, 64), "kernel": (1, 10_000)} for n in (1, 2, 3)},
-    **{f"Conv{n}dThenLinear": {"depth": (2, 6), "conv_layers": (1, 2), "channels": (10, 64),
-                               "kernel": (1, 10_000), "width": (10, 128)} for n in (1, 2, 3)},
-    "ResNetStyle": {"stem_channels": (10, 63), "stem_kernel": (1, 20), "blocks": (1, 3), "convs": (1, 2),
-                    "channels": (10, 64), "kernel": (1, 10_000), "linears": (1, 3), "width": (10, 128)},
-}
 GRID_KEYS = ("hidden_layers", "width")
 
-# The largest value each range and grid key allows. Beyond them a network stops being a small benchmark
-# network and generation crashes or runs out of memory (a depth of 100000 segfaulted after half a minute;
-# 10^8 networks ran out of memory). The shipped specs reach 60 layers (deep-mlp) and width 2048 (variance).
-MAXIMA = {"depth": 64, "conv_layers": 63, "hidden_layers": 63, "blocks": 32, "convs": 16, "linears": 32,
-          "width": 8192, "channels": 1024, "stem_channels": 1024, "kernel": 10_000, "stem_kernel": 10_000}
 MAX_COUNT = 100_000      # networks per cell (per grid point with a grid)
 MAX_NETWORKS = 100_000   # networks per spec, Basic included
 MAX_SEED = 2**63 - 1     # the manifest's seed column is an int64
@@ -156,8 +142,8 @@ def parse_spec(data: dict[str, Any], name: str, path: Path, sha256: str, where: 
     families = {}
     for family, table in families_raw.items():
         key = f"families.{family}"
-        if family not in FAMILIES:
-            raise SpecError(f"{where}: {key}: unknown family {family!r}; allowed: {', '.join(FAMILIES)}.")
+        if family not in spec_families():
+            raise SpecError(f"{where}: {key}: unknown family {family!r}; allowed: {', '.join(spec_families())}.")
         if not isinstance(table, dict):
             raise SpecError(f"{where}: {key}: expected a table with counts = {{ ReLU = 10, … }}.")
         families[family] = _parse_family(family, table, top, where)
@@ -183,7 +169,8 @@ def check_seed(seed: Any, at: str) -> int:
 
 def _parse_family(family: str, table: dict[str, Any], top: dict[str, Any], where: str) -> FamilySpec:
     key = f"families.{family}"
-    allowed = ("counts", *RANGES[family], *OPTIONS) + (("grid",) if family == "Linear" else ())
+    entry = REGISTRY[family]
+    allowed = ("counts", *entry.ranges, *OPTIONS) + (("grid",) if entry.grid else ())
     _check_keys(table, allowed, where, key)
     counts_raw = table.get("counts")
     if not isinstance(counts_raw, dict) or not counts_raw:
@@ -202,7 +189,7 @@ def _parse_family(family: str, table: dict[str, Any], top: dict[str, Any], where
             raise SpecError(f"{where}: {key}.counts: unknown activation {act!r}; "
                             f"allowed: {', '.join(ACTIVATIONS)}.")
     ranges = {}
-    for rkey, default in RANGES[family].items():
+    for rkey, default in entry.ranges.items():
         ranges[rkey] = _range(table[rkey], where, f"{key}.{rkey}", MAXIMA[rkey]) if rkey in table else default
     grid = None
     if "grid" in table:

@@ -5,7 +5,8 @@ import hashlib
 import torch
 from torch import nn
 
-from netzoo.generate import Plan, basic_plan, family_input, render
+from netzoo.families import REGISTRY
+from netzoo.generate import Plan, basic_plan, render
 from netzoo.measure import count_autograd_nodes, count_flops, count_macs, memory_and_ops, static_costs
 from netzoo.zoo import import_network
 
@@ -27,7 +28,7 @@ def study_resnet_plan() -> Plan:
     layers += [{"type": "Conv2d", "out": 59, "kernel": 14, "bias": False, "act": False},
                {"type": "Linear", "out": 10, "kernel": 0, "bias": False, "act": False}]
     return Plan(name="ResNetStyleReLU_1", family="ResNetStyle", activation="ReLU",
-                view=family_input("ResNetStyle", MNIST), layers=layers)
+                view=REGISTRY["ResNetStyle"].view(MNIST), layers=layers)
 
 
 def test_basic_on_mnist_matches_the_studys_params_memory_and_ops(tmp_path):

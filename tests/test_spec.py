@@ -6,7 +6,8 @@ import pytest
 
 from netzoo.errors import SpecError
 from netzoo.generate import check_feasible, plan_zoo
-from netzoo.spec import ACTIVATIONS, FAMILIES, load_spec, shipped_specs
+from netzoo.families import spec_families
+from netzoo.spec import ACTIVATIONS, load_spec, shipped_specs
 
 DATA = Path(__file__).parent / "data"
 
@@ -49,7 +50,7 @@ def test_square_spec_fills_every_family_activation_cell():
     plans = plan_zoo(spec, (1, 8, 8), 10, spec.seed)
     counts = _cell_counts(plans)
     assert counts.pop(("Basic", "None")) == 1
-    assert set(counts) == {(f, a) for f in FAMILIES for a in ACTIVATIONS}
+    assert set(counts) == {(f, a) for f in spec_families() for a in ACTIVATIONS}
     assert set(counts.values()) == {25} and len(plans) == 1001
 
 
