@@ -36,7 +36,8 @@ from netzoo.families import REGISTRY, Draw, Fit
 from netzoo.measure import static_costs
 from netzoo.render import (ACTIVATION_MODULES, Plan, build_steps, check_plan, describe_plan,  # noqa: F401
                            environment, is_int, render)
-from netzoo.spec import ACTIVATIONS, MAX_CLASSES, MAX_PIXELS, FamilySpec, ZooSpec, check_seed, load_spec
+from netzoo.spec import (ACTIVATIONS, MAX_ACTIVATIONS, MAX_CLASSES, MAX_PIXELS, MAX_WEIGHTS, FamilySpec, ZooSpec,
+                         check_seed, load_spec)
 
 
 # --- sampling ------------------------------------------------------------------------------------
@@ -111,6 +112,27 @@ def check_classes(classes: Any) -> int:
     if not (is_int(classes) and 2 <= classes <= MAX_CLASSES):
         raise SpecError(f"classes: {classes!r} is not allowed; give 2 <= classes <= {MAX_CLASSES}.")
     return classes
+
+
+def check_size(plan: Plan) -> None:
+    """SpecError when a sampled network would not fit in memory while generated: more than MAX_WEIGHTS weights
+    (biases and BatchNorm aside) or a layer output of more than MAX_ACTIVATIONS values for one input."""
+    weights, largest = 0, math.prod(plan.view)
+    for step in build_steps(plan):
+        largest = max(largest, math.prod(step.shape))
+        if step.kind == "Linear":
+            weights += step.inputs * step.out
+        elif step.kind == "Conv":
+            kernel = step.kernel if isinstance(step.kernel, tuple) else (step.kernel,) * step.dims
+            weights += step.inputs * step.out * math.prod(kernel)
+        elif step.kind == "BasicBlock":
+            weights += 9 * step.out * (step.inputs + step.out) + step.inputs * step.out * (step.inputs != step.out)
+    if largest > MAX_ACTIVATIONS:
+        raise SpecError(f"{plan.name} would hold {largest} activation values per input; allowed: at most "
+                        f"{MAX_ACTIVATIONS}. Lower channels or width, or give a smaller input.")
+    if weights > MAX_WEIGHTS:
+        raise SpecError(f"{plan.name} would hold {weights} weights; allowed: at most {MAX_WEIGHTS}. Lower the "
+                        f"spec's width, channels, kernel or depth for its family.")
 
 
 # --- feasibility: a range no network of this input shape can satisfy ----------------------------------
@@ -239,6 +261,8 @@ def generate_zoo(spec: str | Path = "default", dataset: str | None = None, input
                             f"{' …' if len(unknown) > 5 else ''}; list its networks with: netzoo generate --spec "
                             f"{spec} then netzoo zoo list --zoo DIR")
         plans = [plan for plan in plans if plan.name in wanted]
+    for plan in plans:  # before anything is written
+        check_size(plan)
     if out.exists() and not out.is_dir():
         raise NetzooError(f"--out {out} is not a folder; give a folder for the zoo.")
     created, stage = [], None

@@ -24,7 +24,7 @@ Keys (top level; every option is also settable per family, where it overrides th
 
 Every range, grid value and count has a limit (netzoo.families.MAXIMA; MAX_COUNT and MAX_NETWORKS below: depth
 <= 64, width <= 8192, channels <= 1024, at most 100000 networks), the seed fits an int64, and a spec that renders
-no network is refused.
+no network is refused. netzoo.generate also refuses a sampled network over MAX_WEIGHTS or MAX_ACTIVATIONS.
 A spec's name is written into every generated file's header, so a name holding a control character is refused.
 """
 
@@ -57,6 +57,9 @@ MAX_NETWORKS = 100_000   # networks per spec, Basic included
 MAX_SEED = 2**63 - 1     # the manifest's seed column is an int64
 MAX_CLASSES = 10_000     # output classes of a generated network (at least 2: one class is a constant output)
 MAX_PIXELS = 2**22       # C*H*W of the input (3x1024x1024 fits): Basic alone holds pixels x classes weights
+MAX_WEIGHTS = 100_000_000      # weights of one network (400 MB as float32): within the limits above a 63-layer
+                               # MLP of width 8192 would hold 4.2e9 and exhaust the memory while generated
+MAX_ACTIVATIONS = 2**26        # values one layer outputs for one input (256 MB as float32)
 
 
 @dataclass(frozen=True)

@@ -313,3 +313,21 @@ def test_disk_full_while_writing_a_zoo_is_one_line_and_leaves_the_folder_as_it_w
     line = one_line_error(netzoo(["generate", "--spec", TINY, "--out", tmp_path / "z", "--quiet"], capsys, monkeypatch))
     assert "No space left on device" in line and "--out" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_network_too_large_to_build_is_refused_before_anything_is_written(tmp_path):
+    spec = tmp_path / "huge.toml"
+    spec.write_text("basic = false\n[families.Linear]\ncounts = { ReLU = 1 }\n"
+                    "grid = { hidden_layers = [63], width = [8192] }\n")
+    with pytest.raises(SpecError, match=r"LinearReLU_1 would hold \d+ weights; allowed: at most 100000000.*width"):
+        generate_zoo(spec, out=tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()
+
+
+def test_a_network_whose_activations_do_not_fit_is_refused(tmp_path):
+    spec = tmp_path / "wide.toml"
+    spec.write_text("basic = false\n[families.Conv2d]\ncounts = { ReLU = 1 }\ndepth = 2\nchannels = [1024, 1024]\n"
+                    "kernel = [1, 1]\n")
+    with pytest.raises(SpecError, match=r"Conv2dReLU_1 would hold \d+ activation values per input; allowed: at most"):
+        generate_zoo(spec, input_shape=(1, 2048, 2048), out=tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()
