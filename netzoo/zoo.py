@@ -124,10 +124,11 @@ def import_network(path: str | Path, name: str, sha256: str | None = None) -> ty
     shown = Path(path)
     path = shown.resolve()
     source = path.read_bytes()
-    expected, fix = (sha256, "Regenerate it: netzoo generate … --out DIR") if sha256 else _recorded_sha256(shown)
-    if hashlib.sha256(source).hexdigest() != expected:
-        raise ZooError(f"{shown}: its sha256 differs from the one recorded at generation (edited after "
-                       f"generation?); netzoo runs only the files it generated. {fix}")
+    if sha256:
+        _check_bytes(shown, source, sha256, "Regenerate it: netzoo generate … --out DIR")
+    else:
+        row = _manifest_row_of(shown)
+        _check_bytes(shown, source, row.get("file_sha256"), _fix(row, shown.parent))
     module_name = f"netzoo_zoo_{hashlib.sha1(str(path.parent).encode()).hexdigest()[:10]}_{name}"  # no dot: pickle finds it
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -140,21 +141,39 @@ def import_network(path: str | Path, name: str, sha256: str | None = None) -> ty
     return getattr(module, name)
 
 
-def _recorded_sha256(path: Path) -> tuple[str, str]:
-    """(the sha256 the manifest beside ``path`` records for it, the fix to name when the file differs)."""
-    zoo_dir = path.parent
+def check_files(zoo_dir: str | Path, names=None) -> None:
+    """ZooError naming the first network file (of ``names``; all when None) whose bytes differ from the sha256
+    its manifest records, or that has none: what a run can check before it trains anything."""
     manifest = read_manifest(zoo_dir)
+    if names is not None:
+        manifest = manifest[manifest["network"].isin(set(names))]
+    for _, row in manifest.iterrows():
+        path = Path(zoo_dir) / row["file"]
+        _check_bytes(path, path.read_bytes(), row.get("file_sha256"), _fix(row, zoo_dir))
+
+
+def _manifest_row_of(path: Path) -> pd.Series:
+    """The row of the manifest beside ``path`` that names it, else ZooError."""
+    manifest = read_manifest(path.parent)
     rows = manifest[manifest["file"] == path.name]
     if rows.empty:
-        raise ZooError(f"{path} is not in {zoo_dir / 'manifest.parquet'}; netzoo runs only the files it generated. "
-                       f"Regenerate the zoo: netzoo generate --out {zoo_dir}")
-    row = rows.iloc[0]
-    fix = f"Regenerate the zoo: {regenerate_command(row, zoo_dir)}"
-    recorded = row.get("file_sha256")
+        raise ZooError(f"{path} is not in {path.parent / 'manifest.parquet'}; netzoo runs only the files it "
+                       f"generated. Regenerate the zoo: netzoo generate --out {path.parent}")
+    return rows.iloc[0]
+
+
+def _fix(row, zoo_dir) -> str:
+    return f"Regenerate the zoo: {regenerate_command(row, zoo_dir)}"
+
+
+def _check_bytes(path: Path, source: bytes, recorded, fix: str) -> None:
+    """ZooError unless ``source`` (the bytes of ``path``) hashes to the ``recorded`` sha256."""
     if not isinstance(recorded, str) or not recorded:
-        raise ZooError(f"{zoo_dir / 'manifest.parquet'} records no sha256 for {path.name} (a zoo from an older "
+        raise ZooError(f"{path.parent / 'manifest.parquet'} records no sha256 for {path.name} (a zoo from an older "
                        f"netzoo); netzoo runs only files whose hash it recorded. {fix}")
-    return recorded, fix
+    if hashlib.sha256(source).hexdigest() != recorded:
+        raise ZooError(f"{path}: its sha256 differs from the one recorded at generation (edited after "
+                       f"generation?); netzoo runs only the files it generated. {fix}")
 
 
 def load_network(zoo_dir: str | Path, name: str) -> nn.Module:

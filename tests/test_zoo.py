@@ -139,3 +139,16 @@ def test_cli_zoo_list_and_show_refuse_a_truncated_manifest_in_one_line(zoo, tmp_
 def test_zoo_show_names_the_files_hash(zoo):
     text = describe_network(zoo, "Basic")
     assert f"sha256      {read_manifest(zoo).set_index('network').at['Basic', 'file_sha256']}" in text
+
+
+def test_check_files_names_the_first_edited_file_before_anything_runs(zoo, tmp_path):
+    from netzoo.errors import ZooError
+    from netzoo.zoo import check_files
+
+    copy = _copy(zoo, tmp_path)
+    check_files(copy)  # a fresh zoo passes
+    with (copy / "Conv2dTanh_1.py").open("a") as f:
+        f.write("# an edit\n")
+    check_files(copy, names=["Basic", "LinearReLU_1"])  # the edited file is not among these
+    with pytest.raises(ZooError, match=r"Conv2dTanh_1\.py: its sha256 differs"):
+        check_files(copy)
