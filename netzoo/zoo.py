@@ -123,11 +123,12 @@ def import_network(path: str | Path, name: str, sha256: str | None = None) -> ty
     check_network_name(name)
     shown = Path(path)
     path = shown.resolve()
-    source = path.read_bytes()
     if sha256:
+        source = _read(shown, "Regenerate it: netzoo generate … --out DIR")
         _check_bytes(shown, source, sha256, "Regenerate it: netzoo generate … --out DIR")
     else:
         row = _manifest_row_of(shown)
+        source = _read(shown, _fix(row, shown.parent))
         _check_bytes(shown, source, row.get("file_sha256"), _fix(row, shown.parent))
     module_name = f"netzoo_zoo_{hashlib.sha1(str(path.parent).encode()).hexdigest()[:10]}_{name}"  # no dot: pickle finds it
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -149,7 +150,7 @@ def check_files(zoo_dir: str | Path, names=None) -> None:
         manifest = manifest[manifest["network"].isin(set(names))]
     for _, row in manifest.iterrows():
         path = Path(zoo_dir) / row["file"]
-        _check_bytes(path, path.read_bytes(), row.get("file_sha256"), _fix(row, zoo_dir))
+        _check_bytes(path, _read(path, _fix(row, zoo_dir)), row.get("file_sha256"), _fix(row, zoo_dir))
 
 
 def _manifest_row_of(path: Path) -> pd.Series:
@@ -160,6 +161,14 @@ def _manifest_row_of(path: Path) -> pd.Series:
         raise ZooError(f"{path} is not in {path.parent / 'manifest.parquet'}; netzoo runs only the files it "
                        f"generated. Regenerate the zoo: netzoo generate --out {path.parent}")
     return rows.iloc[0]
+
+
+def _read(path: Path, fix: str) -> bytes:
+    """The bytes of a network file, or ZooError when it is missing."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ZooError(f"{path} is missing from its zoo. {fix}") from None
 
 
 def _fix(row, zoo_dir) -> str:
@@ -202,5 +211,5 @@ def describe_network(zoo_dir: str | Path, name: str) -> str:
     ]
     width = max(len(k) for k, _ in facts)
     head = "\n".join(f"{k.ljust(width)}  {v}" for k, v in facts)
-    source = (Path(zoo_dir) / r["file"]).read_text()
+    source = _read(Path(zoo_dir) / r["file"], _fix(r, zoo_dir)).decode()
     return f"{head}\n\n{source}"

@@ -152,3 +152,15 @@ def test_check_files_names_the_first_edited_file_before_anything_runs(zoo, tmp_p
     check_files(copy, names=["Basic", "LinearReLU_1"])  # the edited file is not among these
     with pytest.raises(ZooError, match=r"Conv2dTanh_1\.py: its sha256 differs"):
         check_files(copy)
+
+
+def test_a_missing_network_file_is_one_line_naming_it_and_the_fix(zoo, tmp_path, capsys, monkeypatch):
+    from cli_run import netzoo, one_line_error
+    from netzoo.errors import ZooError
+
+    copy = _copy(zoo, tmp_path)
+    (copy / "Basic.py").unlink()
+    line = one_line_error(netzoo(["zoo", "show", "Basic", "--zoo", copy], capsys, monkeypatch))
+    assert str(copy / "Basic.py") in line and "is missing" in line and "netzoo generate" in line
+    with pytest.raises(ZooError, match="Basic.py is missing"):
+        load_network(copy, "Basic")
