@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from netzoo.files import atomic_create
+from netzoo.names import check_network_name
 
 HEARTBEAT_S = 10.0   # how often a worker touches its claims
 STALE_S = 120.0      # a claim not touched for this long belongs to a dead worker (on any host)
@@ -30,7 +31,7 @@ HOST = socket.gethostname()
 def claim_path(results_dir, key) -> Path:
     """Where the claim of ``key`` lives."""
     network, recipe_hash, seed = key
-    return Path(results_dir) / "claims" / f"{network}--{recipe_hash}--{int(seed)}.claim"
+    return Path(results_dir) / "claims" / f"{check_network_name(network)}--{recipe_hash}--{int(seed)}.claim"
 
 
 def pid_alive(pid: int) -> bool:

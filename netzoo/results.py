@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from netzoo import files
 from netzoo.errors import ResultsError
+from netzoo.names import check_network_name
 from netzoo.schema import KEY, NETWORKS, TABLES, conform, table_schema
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ atomic_write_text = files.atomic_write_text  # the one atomic writer lives in ne
 def part_name(key: Key) -> str:
     """The file name of a key's part in every table: '<network>--<recipe_hash>--<seed>.parquet'."""
     network, recipe_hash, seed = key
-    return f"{network}{SEP}{recipe_hash}{SEP}{int(seed)}.parquet"
+    return f"{check_network_name(network)}{SEP}{recipe_hash}{SEP}{int(seed)}.parquet"
 
 
 def key_of(path: Path) -> Key | None:
