@@ -81,8 +81,9 @@ def _answers(tables, names, epoch: int | None) -> tuple[dict, np.ndarray, int]:
     for network, rows in preds.groupby("network", sort=True):
         probs = np.stack(rows["probs"].to_numpy()).astype(np.float32)
         labels = rows["label"].to_numpy(np.int64) if labels is None else labels
-        if len(rows) != len(labels):
-            continue  # a run that did not answer every sample cannot be paired sample by sample
+        if len(rows) != len(labels) or not np.isfinite(probs).all():
+            left_out += 1  # not every sample answered, or NaN probabilities: no answer to pair sample by sample
+            continue
         timed = epochs[(epochs["network"] == network) & (epochs["seed"] == rows["seed"].iloc[0])
                        & (epochs["epoch"] == rows["epoch"].iloc[0])] if "eval_time_s" in epochs.columns else epochs[:0]
         seconds = float(timed["eval_time_s"].iloc[0]) / len(rows) if len(timed) else np.nan

@@ -4,15 +4,15 @@ The question the study left open: "If many networks are wrong for a given subset
 labeled incorrectly?" Every run of the chosen recipe gives each test sample a probability per class. The
 test split's probabilities are *out of sample* for every network here (each was trained on the training
 split only), which is what confident learning needs (Northcutt, Jiang & Chuang, "Confident Learning:
-Estimating Uncertainty in Dataset Labels", JAIR 2021, Sec. 2): no cross-validation is needed to score the
-test labels.
+Estimating Uncertainty in Dataset Labels", JAIR 70, 2021): no cross-validation is needed to score the test
+labels.
 
 The population's score (``score``, lower = more suspect) of sample i with given label y:
 
     score_i = mean_r p_r(y | x_i) - mean_r p_r(c | x_i),   c = the most-voted class other than y
 
 (votes are the runs' predicted classes; ties between classes go to the higher mean probability). It is the
-*normalized margin* of confident learning (Northcutt et al. 2021, Sec. 5; cleanlab's
+*normalized margin* that confident learning ranks label issues by (Northcutt et al. 2021; cleanlab's
 ``get_normalized_margin_for_each_label``: p(y) - max_{k != y} p(k)) taken over the population's mean
 probabilities, with the rival class chosen by the population's votes. Averaging a margin over many
 predictors follows "area under the margin" (Pleiss et al., NeurIPS 2020), which averages it over training

@@ -95,6 +95,25 @@ def test_diverged_runs_are_left_out_of_cascades_and_counted():
     assert frame.attrs["left_out"] == 1
 
 
+@pytest.mark.parametrize("stored", ["null", "nan"])
+def test_runs_without_finite_probabilities_are_left_out_of_cascades(stored):
+    networks = dict(PLANTED)
+    networks["Conv2dSELU_0"] = (20_000, 9, range(0, 5), (0.95, 0.95))   # would be on the front
+    tables = planted(networks)
+    preds = tables.predictions
+    rows = preds.index[preds["network"] == "Conv2dSELU_0"]
+    preds["probs"] = preds["probs"].astype(object)
+    if stored == "null":                                                # a diverged epoch, as now stored
+        preds["pred"] = preds["pred"].astype("Int64")
+        preds.loc[rows, "pred"] = pd.NA
+        preds.loc[rows, "probs"] = None
+    else:                                                               # NaN probabilities under status done
+        preds.loc[rows, "probs"] = pd.Series([np.full(K, np.nan, np.float16)] * len(rows), index=rows)
+    frame = cas.cascades(tables)
+    assert "Conv2dSELU_0" not in set(frame["cheap"]) | set(frame["expensive"])
+    assert frame.attrs["left_out"] == 1 and frame["test_acc"].notna().all()
+
+
 def test_fewer_than_two_answering_networks_is_refused():
     with pytest.raises(ResultsError, match="at least two answering networks"):
         cas.cascades(planted(statuses={"Conv2dTanh_0": "failed", "Conv2dReLU_0": "diverged"}))
