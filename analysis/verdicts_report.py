@@ -12,15 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import cascades as cascade_module
-from analysis import charts, label_issues as li
+from analysis import charts
+from analysis import label_issues as li
 from analysis.beyond import front_mask
 from analysis.exam_report import collect, num, pct, test_images
-from analysis.population import METRIC, as_tables, label, with_tables
+from analysis.population import as_tables, label, with_tables
 from analysis.section import Section
 from netzoo.errors import NetzooError
 
@@ -42,8 +44,7 @@ def suspect_grid(images: np.ndarray, suspects: pd.DataFrame, title: str) -> Figu
 def cascade_front(singles: pd.DataFrame, cascades: pd.DataFrame, metric: str, title: str) -> Figure:
     """Single networks (grey points, their front as a step line) and cascades (points coloured by τ, their
     own front as a step line) by FLOPs per sample (log axis) and metric."""
-    fig, axes = charts._figure(8, 5)
-    ax = axes[0]
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     value = f"{metric}_mean"
     ax.scatter(singles["flops_forward"], singles[value], s=10, color="grey", alpha=0.5, label="single network")
     single_front = singles[singles["on_front"]].sort_values("flops_forward")
@@ -67,8 +68,7 @@ def cascade_front(singles: pd.DataFrame, cascades: pd.DataFrame, metric: str, ti
 
 def size_lines(stability: pd.DataFrame, title: str) -> Figure:
     """Overlap of a smaller population's top k with the whole population's, against its size."""
-    fig, axes = charts._figure(6, 3.8)
-    ax = axes[0]
+    fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
     ax.fill_between(stability["runs"], stability["overlap_min"], stability["overlap_max"], alpha=0.2)
     ax.plot(stability["runs"], stability["overlap_mean"], marker="o")
     ax.set_xscale("log")
