@@ -48,8 +48,10 @@ def answer_verdict(question: str, results_dir, epoch: int | None = None, recipe:
     if question != "label-issues" and (known_label_errors is not None or network is not None):
         raise NetzooError("--known-label-errors and --network go with label-issues only: netzoo exam label-issues "
                           "--results DIR --known-label-errors FILE.")
-    tables = load(results_dir, tables=["networks", "epochs", "predictions"],
-                  epoch=epoch if epoch is not None else "last")
+    # every epoch of the epochs table ("good" means good at every epoch), predictions of one epoch only
+    tables = load(results_dir, tables=["networks", "epochs"])
+    tables.predictions = load(results_dir, tables=["predictions"],
+                              epoch=epoch if epoch is not None else "last").predictions
     if question == "cascades":
         frame = cascades(tables, metric=metric, epoch=epoch, recipe=recipe)
         notes = [f"{frame.attrs['left_out']} runs left out (diverged, failed or without probabilities)."] \

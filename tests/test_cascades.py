@@ -9,7 +9,8 @@ import pytest
 
 from analysis import cascades as cas
 from netzoo.errors import ResultsError
-from synthetic import from_predictions, write_results
+from analysis.exam import answer
+from synthetic import from_predictions, make_zoo, write_results
 
 K, N = 4, 100
 COLUMNS = ["cheap", "expensive", "threshold", "test_acc", "test_balanced_acc", "deferred_share",
@@ -135,3 +136,13 @@ def test_exam_cascades_prints_the_contract_columns_and_refuses_one_network(tmp_p
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "at least two" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_exam_cascades_reads_every_epoch_so_good_networks_are_candidates(tmp_path):
+    # "good" needs the metric at every epoch: reading only the last epoch would make no network good
+    zoo = make_zoo(per_cell=1)
+    via_exam = answer("cascades", write_results(zoo, tmp_path / "results"))
+    direct = cas.cascades(zoo)
+    assert cas.candidates(zoo)["cheapest_good"].sum() > 0
+    assert via_exam.attrs["candidates"] == direct.attrs["candidates"]
+    pd.testing.assert_frame_equal(via_exam.reset_index(drop=True), direct.reset_index(drop=True), check_like=True)
