@@ -36,8 +36,10 @@ def suspect_grid(images: np.ndarray, suspects: pd.DataFrame, title: str) -> Figu
     """Test images (N, C, H, W) of the rows of ``suspects`` (sample, label, suggested_label, agreeing_share),
     titled '#index: label→suggested (share of runs agreeing)'."""
     fig = charts.sample_grid(images, suspects.rename(columns={"suggested_label": "majority"}), title, columns=10)
-    for ax, row in zip(fig.axes, suspects.itertuples()):
-        ax.set_title(f"#{row.sample}: {row.label}→{row.suggested_label} ({row.agreeing_share:.0%})", fontsize=7)
+    for ax, row in zip(fig.axes, suspects.itertuples()):  # two lines: five-digit indices fit over 28x28 images
+        ax.set_title(f"#{row.sample}\n{row.label}→{row.suggested_label} ({row.agreeing_share:.0%})", fontsize=7,
+                     linespacing=1.1)
+    fig.subplots_adjust(hspace=0.55)
     return fig
 
 
@@ -130,7 +132,7 @@ def _label_sections(tables, rp, known, key, title, question):
                                                  f"#index: given label→population's label (share of runs agreeing)"))
     else:
         note = f" The image grid is omitted: {why}."
-    sections = [Section(key, title, question, finding + note, top.drop(columns="agreeing_share"), figures, group=GROUP)]
+    sections = [Section(key, title, question, finding + note, issues, figures, group=GROUP)]
     if known is not None:
         ranked = issues if ensemble is None else issues.merge(ensemble, on="sample")
         rankings = ("rank", "cleanlab_rank") + (("ensemble_rank",) if ensemble is not None else ())
