@@ -64,9 +64,10 @@ NO_CLEANLAB = ("cleanlab is not installed: the cleanlab columns are empty "
 
 # --- the runs that answer ------------------------------------------------------------------------
 def answering_predictions(tables) -> tuple[pd.DataFrame, int]:
-    """The predictions of runs that answer (networks.status done or stopped_early, probabilities stored and
-    finite), and how many runs of the networks table were left out. One place decides this for
-    label_issues and cascades (to become analysis.population's helper for diverged runs once it exists)."""
+    """The predictions of runs that answer (networks.status done or stopped_early, no null pred or probs at
+    any epoch), and how many runs of the networks table were left out. One place decides this for
+    label_issues and cascades (to become analysis.population's helper for diverged runs once it exists);
+    NaN inside stored probabilities is caught where they are stacked (run_probs, cascades)."""
     tables = as_tables(tables)
     networks, preds = tables.networks, tables.predictions
     key = ["network", "seed"]

@@ -230,3 +230,15 @@ def test_known_label_errors_go_with_label_issues_only(results, tmp_path):
     known.write_text("7\n")
     proc = _netzoo("exam", "8", "--results", str(results), "--known-label-errors", str(known))
     assert proc.returncode == 2 and "label-issues" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_exam_label_issues_without_cleanlab_prints_empty_columns_and_one_note(results, monkeypatch):
+    from click.testing import CliRunner
+
+    from netzoo.cli import cli
+
+    monkeypatch.setitem(sys.modules, "cleanlab", None)
+    result = CliRunner().invoke(cli, ["exam", "label-issues", "--results", str(results), "--csv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].endswith(",,")           # cleanlab_score, cleanlab_rank empty
+    assert result.stderr.strip() == li.NO_CLEANLAB                # one line saying why
