@@ -177,8 +177,10 @@ def _cascade_section(tables, key, title, question):
                                                 frame[metric].to_numpy(float)))
     best = singles.loc[singles[value].idxmax()]
     winners = frame[frame["on_front"]]
+    left_out = frame.attrs["left_out"]
     finding = (f"{len(frame)} cascades of {len(frame.attrs['candidates'])} candidate networks (the single-network "
-               f"front and the cheapest good networks) at τ in {sorted(set(frame['threshold']))}. ")
+               f"front and the cheapest good networks) at τ in {sorted(set(frame['threshold']))}"
+               f"{f' ({left_out} runs left out: diverged, failed or without probabilities)' if left_out else ''}. ")
     if len(winners):
         top = winners.loc[winners[metric].idxmax()]
         cheapest_single = singles[singles[value] >= top[metric]].sort_values("flops_forward")

@@ -58,3 +58,14 @@ def test_a_bad_known_errors_file_is_named_in_the_report(results, tmp_path):
     label = [s for s in sections if s.key == "label-issues"][0]
     assert label.group == "Skipped" and "line 2: 'not a number' is not a test index" in label.finding
     assert [s for s in sections if s.key == "cascades"][0].group != "Skipped"
+
+
+def test_runs_left_out_are_counted_in_the_findings(tmp_path):
+    zoo = make_zoo(per_cell=1)
+    diverged = zoo.networks["network"].isin(["LinearTanh_0", "Conv2dSELU_0"])
+    zoo.networks.loc[diverged, "status"] = "diverged"
+    results = write_results(zoo, tmp_path / "results")
+    sections = {s.key: s for s in verdicts_report.report_sections(report.load_tables(results), results_dir=results)}
+    assert "(2 runs left out: diverged, failed or without probabilities)" in sections["label-issues"].finding
+    assert "(2 runs left out: diverged, failed or without probabilities)" in sections["cascades"].finding
+    assert "every one of 39 runs right" in sections["trivial-impossible"].finding
