@@ -36,6 +36,10 @@ class DatasetError(NetzooError):
     """A dataset is unknown or missing on disk."""
 
 
+class LabelListError(NetzooError, ValueError):
+    """A list of test indices (--known-label-errors FILE) is unreadable, not integers, or outside the test split."""
+
+
 class ShapeMismatchError(NetzooError, ValueError):
     """A zoo's input shape or class count does not fit the dataset, or a tensor has the wrong shape."""
 

@@ -14,6 +14,7 @@ import datetime as dt
 import html
 import importlib
 import importlib.util
+import inspect
 import io
 import logging
 import time
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 # The integration point: modules whose report_sections(tables) the report calls, in this order.
 # A module listed here that does not exist yet is skipped (importlib.util.find_spec).
-REPORT_MODULES = ("analysis.exam", "analysis.beyond", "analysis.lenses", "analysis.recipes", "analysis.seeds")
+REPORT_MODULES = ("analysis.exam", "analysis.beyond", "analysis.verdicts_report", "analysis.lenses", "analysis.recipes",
+                  "analysis.seeds")
 MAX_ROWS = 40        # rows of a table shown in the page; the full table is in OUT/tables/<key>.csv
 PNG_DPI = 110
 _PREDICTION_COLUMNS = ["network", "recipe", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]
@@ -89,6 +91,8 @@ def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MOD
         try:
             if name == "analysis.beyond" and results_dir is not None:
                 sections += module.report_sections(tables, ensemble_predictions(results_dir, tables))
+            elif "results_dir" in inspect.signature(module.report_sections).parameters:  # reads more than tables
+                sections += module.report_sections(tables, results_dir=results_dir)
             else:
                 sections += module.report_sections(tables)
         except Exception as exc:  # one module's bug must not cost the whole report
