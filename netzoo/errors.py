@@ -50,3 +50,7 @@ class ResultsError(NetzooError):
 
 class GenerationError(NetzooError):
     """A rendered network failed to import, build or run its forward pass."""
+
+
+class FusionError(NetzooError, ValueError):
+    """Runs of a network cannot be trained as one fused module (netzoo.fuse): train them one at a time."""
