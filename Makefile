@@ -29,7 +29,7 @@ help:  ## list the targets
 $(BIN)/netzoo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[test,ray]'
+	$(BIN)/python -m pip install -e '.[test,ray,data]'
 	@touch $@
 
 venv: $(BIN)/netzoo  ## create .venv and install netzoo (editable) with its test tools

@@ -216,13 +216,15 @@ def q10_best_vs_basic(tables, metric: str = METRIC, epoch: int | None = None,
 
 
 # --- the CLI's front door ------------------------------------------------------------------------
-QUESTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "pareto", "ensembles", "agreement")
+QUESTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "pareto", "ensembles", "agreement", "label-issues",
+             "cascades")
 _PREDICTION_COLUMNS = ["network", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]  # pred: "Int64"
 
 
 def answer(question: str | int, results_dir: Path | str, epoch: int | None = None, recipe: str | None = None,
-           metric: str = METRIC) -> pd.DataFrame:
-    """Load what question ``question`` needs from ``results_dir`` and answer it (CLI ``netzoo exam``)."""
+           metric: str = METRIC, **options) -> pd.DataFrame:
+    """Load what question ``question`` needs from ``results_dir`` and answer it (CLI ``netzoo exam``).
+    ``options``: known_label_errors (a FILE) and network, for label-issues (see analysis.verdicts)."""
     from analysis import beyond
     from netzoo.results import load
 
@@ -231,6 +233,10 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
         raise NetzooError(f"Unknown exam question {question!r}; questions: {', '.join(QUESTIONS)}.")
     if not Path(results_dir).is_dir():
         raise ResultsError(f"No results folder at {results_dir}; pass --results DIR written by netzoo train.")
+    if question in ("label-issues", "cascades") or any(v is not None for v in options.values()):
+        from analysis.verdicts import answer_verdict
+
+        return answer_verdict(question, results_dir, epoch=epoch, recipe=recipe, metric=metric, **options)
     if question in ("8", "agreement"):
         at = epoch if epoch is not None else "last"
         tables = load(results_dir, tables=["networks", "epochs", "predictions"],

@@ -254,19 +254,29 @@ def report(results, out, open_browser) -> None:
 @click.option("--results", type=PATH, required=True)
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 @click.option("--epoch", type=int, default=None, help="epoch to answer for (default: the last)")
-def exam(question, results, as_csv, epoch) -> None:
-    """Print one exam question's answer: 1…10, pareto, ensembles or agreement.
+@click.option("--known-label-errors", type=PATH, default=None,
+              help="label-issues: FILE of known label errors (one test index per line); prints precision at k")
+@click.option("--network", default=None, help="label-issues: the network cleanlab judges alone (default: the "
+                                              "best by training accuracy)")
+def exam(question, results, as_csv, epoch, known_label_errors, network) -> None:
+    """Print one exam question's answer: 1…10, pareto, ensembles, agreement, label-issues or cascades.
+
+    Notes (runs left out, cleanlab missing, precision at k) go to stderr.
 
     Example:
 
         netzoo exam 8 --results results/mnist --csv
+        netzoo exam label-issues --results results/mnist --known-label-errors errors.txt
     """
     from analysis.exam import answer
     from analysis.population import left_out_note
 
-    frame = answer(question, results, epoch=epoch)
+    frame = answer(question, results, epoch=epoch, known_label_errors=known_label_errors, network=network)
     click.echo(frame.to_csv(index=False).rstrip("\n") if as_csv else frame.to_string(index=False))
-    if not as_csv and frame.attrs.get("left_out"):
+    notes = frame.attrs.get("notes", [])
+    for note in notes:  # what a reader must know beside the table: on stderr, so --csv stays clean
+        click.echo(note, err=True)
+    if not notes and not as_csv and frame.attrs.get("left_out"):
         click.echo(left_out_note(frame.attrs["left_out"]).strip())
 
 

@@ -23,8 +23,21 @@ class UnknownNetworkError(NetzooError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ZooError(NetzooError):
+    """A zoo folder is damaged or was changed after generation: an unreadable manifest, or a network file whose
+    sha256 differs from the one its manifest recorded."""
+
+
+class NetworkNameError(NetzooError, ValueError):
+    """A network name outside the naming grammar (it would become a path or break its class statement)."""
+
+
 class DatasetError(NetzooError):
     """A dataset is unknown or missing on disk."""
+
+
+class LabelListError(NetzooError, ValueError):
+    """A list of test indices (--known-label-errors FILE) is unreadable, not integers, or outside the test split."""
 
 
 class ShapeMismatchError(NetzooError, ValueError):

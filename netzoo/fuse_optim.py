@@ -157,7 +157,7 @@ class RunOptimizer:
         buffers = sliced.get("momentum_buffer") if momentum else None
         # torch starts a buffer as a copy of the first gradient (None -> clone); later steps use the kept one
         first = self.step_count == 1
-        passed = [None] * len(grads) if (momentum and first) else (list(buffers) if momentum else [None] * len(grads))
+        passed = list(buffers) if momentum and not first else [None] * len(grads)
         sgd_update(sliced["params"], grads, passed, foreach=group["foreach"], fused=group["fused"],
                    weight_decay=group["weight_decay"], momentum=momentum, lr=group["lr"],
                    dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"])

@@ -2,8 +2,8 @@
 
 write_report() loads the results once, asks each module in REPORT_MODULES for its sections
 (``report_sections(tables, results_dir=None) -> list[Section]``, the one signature of every report module: the
-tables the report loaded, and the results folder to read more from through ``netzoo.results``), saves every chart as PNG and SVG (OUT/charts/) and every table
-as CSV (OUT/tables/), and writes OUT/index.html with the PNGs embedded as data URIs, so the file opens from
+tables the report loaded, and the results folder to read more from through ``netzoo.results``), saves every
+chart as PNG and SVG (OUT/charts/) and every table as CSV (OUT/tables/), and writes OUT/index.html with the PNGs embedded as data URIs, so the file opens from
 the file system with no server. A module that is not installed is skipped; one that fails shows its error
 as a skipped section instead of breaking the report. Nothing here computes a number.
 """
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 # The integration point: modules whose report_sections(tables, results_dir=...) the report calls, in this order.
 # A module listed here that does not exist yet is skipped (importlib.util.find_spec).
-REPORT_MODULES = ("analysis.exam_report", "analysis.beyond_report", "analysis.lenses", "analysis.recipes",
-                  "analysis.seeds")
+REPORT_MODULES = ("analysis.exam_report", "analysis.beyond_report", "analysis.verdicts_report", "analysis.lenses",
+                  "analysis.recipes", "analysis.seeds")
 MAX_ROWS = 40        # rows of a table shown in the page; the full table is in OUT/tables/<key>.csv
 PNG_DPI = 110
 _PREDICTION_COLUMNS = ["network", "recipe", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]

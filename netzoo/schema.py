@@ -41,6 +41,7 @@ MANIFEST_FIELDS = [
     ("depth", pa.int64(), "number of weight layers (Linear/Conv; a BasicBlock counts its two convs)"),
     ("arch_id", pa.string(), "stable hash of the canonical architecture: equal ids are the same network"),
     ("file", pa.string(), "the generated .py file, relative to the zoo folder"),
+    ("file_sha256", pa.string(), "sha256 of the generated file's bytes: netzoo refuses to import a file that differs"),
     ("template", pa.string(), "the Jinja template it was rendered from, relative to templates/"),
     ("input_shape", pa.string(), "input shape as CxHxW, e.g. 1x28x28"),
     ("classes", pa.int64(), "number of output classes"),

@@ -21,6 +21,11 @@ Keys (top level; every option is also settable per family, where it overrides th
     stem_channels, stem_kernel, blocks, convs, linears   # ResNetStyle (stem_kernel is given for a 28 side)
     grid = { hidden_layers = [1, 2], width = [8, 16] }   # Linear: one MLP per combination (constant width)
                                                          # and per count; replaces depth and width
+
+Every range, grid value and count has a limit (netzoo.families.MAXIMA; MAX_COUNT and MAX_NETWORKS below: depth
+<= 64, width <= 8192, channels <= 1024, at most 100000 networks), the seed fits an int64, and a spec that renders
+no network is refused. netzoo.generate also refuses a sampled network over MAX_WEIGHTS or MAX_ACTIVATIONS.
+A spec's name is written into every generated file's header, so a name holding a control character is refused.
 """
 
 from __future__ import annotations
@@ -32,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from netzoo.errors import SpecError
+from netzoo.families import MAXIMA, REGISTRY, spec_families
 from netzoo.paths import SPECS_DIR
 
-FAMILIES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Conv1dThenLinear", "Conv2dThenLinear",
-            "Conv3dThenLinear", "ResNetStyle")
 ACTIVATIONS = ("None", "ReLU", "SELU", "Sigmoid", "Tanh")
 
 OPTIONS = {  # option -> (type, default): top level and per family
@@ -46,16 +50,16 @@ OPTIONS = {  # option -> (type, default): top level and per family
 }
 TOP_KEYS = ("description", "seed", "basic", "families", *OPTIONS)
 
-# Each family's ranges and their defaults (the study's generator), inclusive [low, high].
-RANGES: dict[str, dict[str, tuple[int, int]]] = {
-    "Linear": {"depth": (2, 6), "width": (10, 128)},
-    **{f"Conv{n}d": {"depth": (2, 6), "channels": (10, 64), "kernel": (1, 10_000)} for n in (1, 2, 3)},
-    **{f"Conv{n}dThenLinear": {"depth": (2, 6), "conv_layers": (1, 2), "channels": (10, 64),
-                               "kernel": (1, 10_000), "width": (10, 128)} for n in (1, 2, 3)},
-    "ResNetStyle": {"stem_channels": (10, 63), "stem_kernel": (1, 20), "blocks": (1, 3), "convs": (1, 2),
-                    "channels": (10, 64), "kernel": (1, 10_000), "linears": (1, 3), "width": (10, 128)},
-}
 GRID_KEYS = ("hidden_layers", "width")
+
+MAX_COUNT = 100_000      # networks per cell (per grid point with a grid)
+MAX_NETWORKS = 100_000   # networks per spec, Basic included
+MAX_SEED = 2**63 - 1     # the manifest's seed column is an int64
+MAX_CLASSES = 10_000     # output classes of a generated network (at least 2: one class is a constant output)
+MAX_PIXELS = 2**22       # C*H*W of the input (3x1024x1024 fits): Basic alone holds pixels x classes weights
+MAX_WEIGHTS = 100_000_000      # weights of one network (400 MB as float32): within the limits above a 63-layer
+                               # MLP of width 8192 would hold 4.2e9 and exhaust the memory while generated
+MAX_ACTIVATIONS = 2**26        # values one layer outputs for one input (256 MB as float32)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,9 @@ def shipped_specs() -> list[str]:
 def resolve_spec_path(name_or_path: str | Path) -> tuple[str, Path]:
     """('default', …/specs/default.toml) for a shipped name; (path as given, path) for a file."""
     text = str(name_or_path)
+    if not text.isprintable():  # it is written into every generated file's header: one plain line only
+        raise SpecError(f"spec {text!r} holds a control character (a newline, tab, …); rename the file to a plain "
+                        f"one-line name.")
     if not text.endswith(".toml") and (SPECS_DIR / f"{text}.toml").is_file():
         return text, SPECS_DIR / f"{text}.toml"
     path = Path(text)
@@ -128,9 +135,7 @@ def parse_spec(data: dict[str, Any], name: str, path: Path, sha256: str, where: 
     """Validate a spec's parsed TOML; ``where`` names the file in error messages."""
     _check_keys(data, TOP_KEYS, where, "")
     top = {opt: _option(data, opt, default, where, "") for opt, (_, default) in OPTIONS.items()}
-    seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise SpecError(f"{where}: seed: {seed!r} is not allowed; give a non-negative integer.")
+    seed = check_seed(data.get("seed", 0), f"{where}: seed")
     basic = data.get("basic", True)
     if not isinstance(basic, bool):
         raise SpecError(f"{where}: basic: {basic!r} is not allowed; give true or false.")
@@ -140,21 +145,35 @@ def parse_spec(data: dict[str, Any], name: str, path: Path, sha256: str, where: 
     families = {}
     for family, table in families_raw.items():
         key = f"families.{family}"
-        if family not in FAMILIES:
-            raise SpecError(f"{where}: {key}: unknown family {family!r}; allowed: {', '.join(FAMILIES)}.")
+        if family not in spec_families():
+            raise SpecError(f"{where}: {key}: unknown family {family!r}; allowed: {', '.join(spec_families())}.")
         if not isinstance(table, dict):
             raise SpecError(f"{where}: {key}: expected a table with counts = {{ ReLU = 10, … }}.")
         families[family] = _parse_family(family, table, top, where)
-    if not families and not basic:
-        raise SpecError(f"{where}: the spec renders no network; add a [families.<Family>] table with counts.")
-    return ZooSpec(name=name, path=path, sha256=sha256, seed=seed, basic=basic, families=families,
+    spec = ZooSpec(name=name, path=path, sha256=sha256, seed=seed, basic=basic, families=families,
                    description=str(data.get("description", "")), dropout=top["dropout"],
                    batch_norm=top["batch_norm"])
+    total = spec.count()
+    if total == 0:
+        raise SpecError(f"{where}: the spec renders no network; give a [families.<Family>] table counts above 0, "
+                        f"or basic = true.")
+    if total > MAX_NETWORKS:
+        raise SpecError(f"{where}: the spec renders {total} networks; allowed: at most {MAX_NETWORKS}. "
+                        f"Lower the counts.")
+    return spec
+
+
+def check_seed(seed: Any, at: str) -> int:
+    """``seed`` when it is an integer in [0, 2**63 - 1] (the manifest's int64), else SpecError naming ``at``."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise SpecError(f"{at}: {seed!r} is not allowed; give an integer in [0, {MAX_SEED}].")
+    return seed
 
 
 def _parse_family(family: str, table: dict[str, Any], top: dict[str, Any], where: str) -> FamilySpec:
     key = f"families.{family}"
-    allowed = ("counts", *RANGES[family], *OPTIONS) + (("grid",) if family == "Linear" else ())
+    entry = REGISTRY[family]
+    allowed = ("counts", *entry.ranges, *OPTIONS) + (("grid",) if entry.grid else ())
     _check_keys(table, allowed, where, key)
     counts_raw = table.get("counts")
     if not isinstance(counts_raw, dict) or not counts_raw:
@@ -164,16 +183,17 @@ def _parse_family(family: str, table: dict[str, Any], top: dict[str, Any], where
     for act in ACTIVATIONS:  # canonical order, whatever the file's order
         if act in counts_raw:
             n = counts_raw[act]
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise SpecError(f"{where}: {key}.counts.{act}: {n!r} is not allowed; give a count >= 0.")
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_COUNT:
+                raise SpecError(f"{where}: {key}.counts.{act}: {n!r} is not allowed; give a count >= 0 and "
+                                f"<= {MAX_COUNT}.")
             counts[act] = n
     for act in counts_raw:
         if act not in ACTIVATIONS:
             raise SpecError(f"{where}: {key}.counts: unknown activation {act!r}; "
                             f"allowed: {', '.join(ACTIVATIONS)}.")
     ranges = {}
-    for rkey, default in RANGES[family].items():
-        ranges[rkey] = _range(table[rkey], where, f"{key}.{rkey}") if rkey in table else default
+    for rkey, default in entry.ranges.items():
+        ranges[rkey] = _range(table[rkey], where, f"{key}.{rkey}", MAXIMA[rkey]) if rkey in table else default
     grid = None
     if "grid" in table:
         grid = _grid(table["grid"], where, f"{key}.grid")
@@ -204,8 +224,8 @@ def _option(table: dict[str, Any], opt: str, default: Any, where: str, prefix: s
     return float(value)
 
 
-def _range(value: Any, where: str, at: str) -> tuple[int, int]:
-    """An inclusive [low, high] range of positive integers (one integer means [v, v])."""
+def _range(value: Any, where: str, at: str, most: int) -> tuple[int, int]:
+    """An inclusive [low, high] range of integers in [1, most] (one integer means [v, v])."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value, value]
     if (not isinstance(value, list) or len(value) != 2
@@ -216,6 +236,9 @@ def _range(value: Any, where: str, at: str) -> tuple[int, int]:
         raise SpecError(f"{where}: {at}: {value!r} starts below 1; give [low, high] with 1 <= low <= high.")
     if low > high:
         raise SpecError(f"{where}: {at}: {value!r} is an empty range (low > high); give [low, high] with low <= high.")
+    if high > most:
+        raise SpecError(f"{where}: {at}: {value!r} goes beyond the limit; give [low, high] with "
+                        f"1 <= low <= high <= {most}.")
     return low, high
 
 
@@ -227,8 +250,9 @@ def _grid(value: Any, where: str, at: str) -> list[tuple[int, int]]:
     for k in GRID_KEYS:
         items = value.get(k)
         if (not isinstance(items, list) or not items
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items)):
-            raise SpecError(f"{where}: {at}.{k}: {items!r} is not allowed; give a non-empty list of integers >= 1.")
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAXIMA[k] for v in items)):
+            raise SpecError(f"{where}: {at}.{k}: {items!r} is not allowed; give a non-empty list of integers "
+                            f">= 1 and <= {MAXIMA[k]}.")
         if len(set(items)) != len(items):
             raise SpecError(f"{where}: {at}.{k}: {items!r} repeats a value; list each value once.")
         axes[k] = items

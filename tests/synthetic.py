@@ -70,6 +70,7 @@ def networks_frame(meta: pd.DataFrame, epochs: int, classes: int, recipe: str = 
             frame[column] = values
     frame["arch_id"] = frame["network"].map(lambda x: f"{abs(hash(x)) % 16**12:012x}")
     frame["file"] = frame["network"] + ".py"
+    frame["file_sha256"] = "0" * 64
     frame["template"] = frame["family"].str.lower() + ".py.j2"
     frame["input_shape"] = "1x8x8"
     frame["classes"] = classes

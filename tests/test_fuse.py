@@ -126,6 +126,20 @@ def states(models) -> list[dict[str, torch.Tensor]]:
     return [copy.deepcopy(m.state_dict()) for m in models]
 
 
+def seeded(network: type[nn.Module]) -> list[nn.Module]:
+    """One instance of a hand-written network per seed, built after torch.manual_seed(seed)."""
+    models = []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        models.append(network())
+    return models
+
+
+def each_alone(solos, x: torch.Tensor) -> torch.Tensor:
+    """The solo runs' outputs, run r on rows r*B:(r+1)*B of the batch-merged x, stacked as the fused output."""
+    return torch.cat([model(rows) for model, rows in zip(solos, split_runs(x, len(solos)))])
+
+
 # --- (a) forward -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("zoo,name", CASES)
@@ -137,7 +151,7 @@ def test_fused_forward_equals_each_run_alone(zoos, digits, zoo, name, mode):
     for _ in range(2):  # twice: dropout generators and BatchNorm statistics move on
         out = fused(x)
         assert out.shape == (len(SEEDS) * BATCH, digits.classes)
-        alone = torch.cat([m(rows) for m, rows in zip(solos, split_runs(x, len(SEEDS)))])
+        alone = each_alone(solos, x)
         torch.testing.assert_close(out, alone, rtol=0, atol=1e-5)
     assert not torch.allclose(split_runs(out, 3)[0], split_runs(out, 3)[1])  # the runs really differ
 
@@ -248,13 +262,12 @@ def test_runs_with_their_own_hyperparameters_each_match_torch_optim_alone(zoos, 
     assert_runs_trained_alike(fused, solos, initial)
 
 
-@pytest.mark.parametrize("schedules", [("cosine", "step", "none"), ("step", "step", "cosine")])
-def test_per_run_lr_schedules_drive_each_runs_lr(zoos, digits, schedules):
-    recipes = [Recipe(optimizer=o, lr=lr, schedule=s, epochs=3, step_size=1, gamma=g)
-               for o, lr, s, g in zip(("sgd-momentum", "sgd", "sgd-momentum"), (0.05, 0.1, 0.02), schedules, (0.5, 0.3, 0.1))]
+def train_with_schedules(zoo, digits, name: str, recipes: list[Recipe], observe) -> list:
+    """Train run r under recipes[r] (lr schedule included) for 3 epochs of 2 steps, alone and fused; check that
+    they trained alike and return observe(RunOptimizer) after each fused epoch."""
     steps = batches(digits, SEEDS, steps=6)
-    epochs = [steps[0:2], steps[2:4], steps[4:6]]  # 3 epochs of 2 steps
-    solos = runs_of(zoos / "plain", "Conv1dTanh_1")
+    epochs = [steps[0:2], steps[2:4], steps[4:6]]
+    solos = runs_of(zoo, name)
     initial = states(solos)
     for r, (model, recipe) in enumerate(zip(solos, recipes)):
         optimizer = make_optimizer(model.parameters(), recipe)
@@ -265,46 +278,32 @@ def test_per_run_lr_schedules_drive_each_runs_lr(zoos, digits, schedules):
                 schedule.step()
     per_run = [make_optimizer([torch.zeros(1, requires_grad=True)], recipe) for recipe in recipes]
     schedules = [make_schedule(o, recipe) for o, recipe in zip(per_run, recipes)]
-    fused = fuse(runs_of(zoos / "plain", "Conv1dTanh_1"))
+    fused = fuse(runs_of(zoo, name))
     optimizer = RunOptimizer(fused.parameters(), per_run)
-    lrs = []
+    seen = []
     for epoch in epochs:
         train_fused(fused, optimizer, digits, epoch, len(SEEDS))
-        lrs.append(optimizer.lr.tolist())
+        seen.append(observe(optimizer))
         for schedule in schedules:
             if schedule is not None:
                 schedule.step()
     assert_runs_trained_alike(fused, solos, initial)
-    assert len({tuple(lr) for lr in lrs}) == 3  # the lrs moved every epoch
+    return seen
+
+
+@pytest.mark.parametrize("schedules", [("cosine", "step", "none"), ("step", "step", "cosine")])
+def test_per_run_lr_schedules_drive_each_runs_lr(zoos, digits, schedules):
+    recipes = [Recipe(optimizer=o, lr=lr, schedule=s, epochs=3, step_size=1, gamma=g)
+               for o, lr, s, g in zip(("sgd-momentum", "sgd", "sgd-momentum"), (0.05, 0.1, 0.02), schedules, (0.5, 0.3, 0.1))]
+    lrs = train_with_schedules(zoos / "plain", digits, "Conv1dTanh_1", recipes, lambda o: tuple(o.lr.tolist()))
+    assert len(set(lrs)) == 3  # the lrs moved every epoch
 
 
 def test_per_run_lr_schedules_split_a_group_of_equal_runs(zoos, digits):
     """Three runs with the same optimizer numbers step as one group until their schedules part their lrs."""
     recipes = [Recipe(optimizer="adam", lr=0.01, schedule=s, epochs=3, gamma=0.5) for s in ("none", "cosine", "step")]
-    steps = batches(digits, SEEDS, steps=6)
-    epochs = [steps[0:2], steps[2:4], steps[4:6]]
-    solos = runs_of(zoos / "plain", "LinearSigmoid_1")
-    initial = states(solos)
-    for r, (model, recipe) in enumerate(zip(solos, recipes)):
-        optimizer = make_optimizer(model.parameters(), recipe)
-        schedule = make_schedule(optimizer, recipe)
-        for epoch in epochs:
-            train_alone(model, optimizer, digits, epoch, r)
-            if schedule is not None:
-                schedule.step()
-    per_run = [make_optimizer([torch.zeros(1, requires_grad=True)], recipe) for recipe in recipes]
-    schedules = [make_schedule(o, recipe) for o, recipe in zip(per_run, recipes)]
-    fused = fuse(runs_of(zoos / "plain", "LinearSigmoid_1"))
-    optimizer = RunOptimizer(fused.parameters(), per_run)
-    groups = []
-    for epoch in epochs:
-        train_fused(fused, optimizer, digits, epoch, len(SEEDS))
-        groups.append(len(optimizer._groups))
-        for schedule in schedules:
-            if schedule is not None:
-                schedule.step()
+    groups = train_with_schedules(zoos / "plain", digits, "LinearSigmoid_1", recipes, lambda o: len(o._groups))
     assert groups == [1, 3, 3]
-    assert_runs_trained_alike(fused, solos, initial)
 
 
 def test_adjacent_runs_with_equal_numbers_take_one_update_call(monkeypatch):
@@ -360,25 +359,19 @@ class Norms(nn.Module):
 
 
 def test_batch_norm_running_statistics_are_kept_per_run(digits):
-    solos = []
-    for seed in SEEDS:
-        torch.manual_seed(seed)
-        solos.append(Norms())
+    solos = seeded(Norms)
     fused = fuse(solos)
     x = digits.x_train[:60]
     for step in range(3):
         rows = x[step * 18:(step + 1) * 18]
-        out = fused(rows)
-        alone = torch.cat([m(r) for m, r in zip(solos, split_runs(rows, 3))])
-        torch.testing.assert_close(out, alone, rtol=0, atol=1e-5)
+        torch.testing.assert_close(fused(rows), each_alone(solos, rows), rtol=0, atol=1e-5)
     assert_runs_match(fused, solos)
     assert unfuse(fused, 1)["bn1.num_batches_tracked"].item() == 3
     assert not torch.allclose(unfuse(fused, 0)["bn1.running_mean"], unfuse(fused, 1)["bn1.running_mean"])
     fused.eval()
     for model in solos:
         model.eval()
-    torch.testing.assert_close(fused(x[:18]), torch.cat([m(r) for m, r in zip(solos, split_runs(x[:18], 3))]),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(fused(x[:18]), each_alone(solos, x[:18]), rtol=0, atol=1e-5)
 
 
 # --- (e) Dropout ------------------------------------------------------------------------------------------
@@ -393,13 +386,13 @@ def test_dropout_masks_match_runs_alone_with_the_same_generator_seeds():
     outs = []
     for _ in range(3):  # the generators move on alike
         out = fused(x)
-        torch.testing.assert_close(out, torch.cat([m(r) for m, r in zip(solos, split_runs(x, 3))]), rtol=0, atol=1e-6)
+        torch.testing.assert_close(out, each_alone(solos, x), rtol=0, atol=1e-6)
         outs.append(out)
     assert not torch.equal(outs[0], outs[1])  # a new mask every forward
     runs = split_runs(outs[0], 3)
     assert not torch.equal(runs[0] == 0, runs[1] == 0)  # each run its own masks, though the same input and weights
     fused.eval()
-    torch.testing.assert_close(fused(x), torch.cat([m.eval()(r) for m, r in zip(solos, split_runs(x, 3))]))
+    torch.testing.assert_close(fused(x), each_alone([m.eval() for m in solos], x))
 
 
 def test_dropout_generator_is_seeded_apart_from_the_shuffle_generator():
@@ -418,7 +411,7 @@ def test_runs_may_have_their_own_dropout_probability():
     settings = [(0.0, 1), (0.5, 2), (0.2, 3)]
     solos, fused = [net(*s) for s in settings], fuse([net(*s) for s in settings])
     x = torch.randn(3 * 5, 8)
-    torch.testing.assert_close(fused(x), torch.cat([m(r) for m, r in zip(solos, split_runs(x, 3))]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(fused(x), each_alone(solos, x), rtol=0, atol=1e-6)
 
 
 # --- layers beyond the generated ones: strides, padding modes, groups, downsample --------------------------
@@ -439,13 +432,10 @@ class Layers(nn.Module):
 
 
 def test_conv_settings_and_basic_block_downsample_fuse(digits):
-    solos = []
-    for seed in SEEDS:
-        torch.manual_seed(seed)
-        solos.append(Layers())
+    solos = seeded(Layers)
     fused = fuse(solos)
     x = digits.x_train[:3 * 5]
-    torch.testing.assert_close(fused(x), torch.cat([m(r) for m, r in zip(solos, split_runs(x, 3))]),
+    torch.testing.assert_close(fused(x), each_alone(solos, x),
                                rtol=0, atol=1e-5)
     assert_runs_match(fused, solos)
 
@@ -474,7 +464,7 @@ def test_a_module_that_cannot_be_fused_raises_fusion_error_naming_it(layer, name
 def test_a_dropout_that_drops_nothing_needs_no_generator():
     x = torch.randn(2 * 3, 8)
     models = [nn.Sequential(nn.Linear(8, 4), nn.Dropout(0.0)) for _ in range(2)]
-    torch.testing.assert_close(fuse(models)(x), torch.cat([m(r) for m, r in zip(models, split_runs(x, 2))]))
+    torch.testing.assert_close(fuse(models)(x), each_alone(models, x))
 
 
 def test_runs_of_different_architectures_are_refused():

@@ -12,9 +12,10 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from netzoo import generate, schema
-from netzoo.errors import GenerationError
+from netzoo.errors import GenerationError, SpecError
 from netzoo.generate import arch_id, basic_plan, generate_zoo, plan_zoo
-from netzoo.spec import ACTIVATIONS, FAMILIES, load_spec
+from netzoo.families import spec_families
+from netzoo.spec import ACTIVATIONS, load_spec
 from netzoo.zoo import load_network, read_manifest
 
 DATA = Path(__file__).parent / "data"
@@ -50,7 +51,7 @@ def every_cell_zoo(request, tmp_path_factory):
     """One network per family x activation cell (the default ranges) + Basic, for one input shape."""
     spec = tmp_path_factory.mktemp("spec") / "every-cell.toml"
     spec.write_text("".join(f"[families.{f}]\ncounts = {{ {', '.join(f'{a} = 1' for a in ACTIVATIONS)} }}\n"
-                            for f in FAMILIES))
+                            for f in spec_families()))
     out = tmp_path_factory.mktemp("every-cell")
     manifest = generate_zoo(spec, input_shape=request.param, classes=7, out=out, progress=False)
     return out, request.param, manifest
@@ -124,7 +125,7 @@ def test_default_zoo_renders_again_to_the_same_bytes(default_zoo):
 
 def test_every_family_and_activation_builds_and_outputs_log_probabilities(every_cell_zoo):
     out, shape, manifest = every_cell_zoo
-    assert set(zip(manifest["family"], manifest["activation"])) >= {(f, a) for f in FAMILIES for a in ACTIVATIONS}
+    assert set(zip(manifest["family"], manifest["activation"])) >= {(f, a) for f in spec_families() for a in ACTIVATIONS}
     x = torch.randn(3, *shape)
     for name in manifest["network"]:
         model = load_network(out, name).eval()
@@ -173,11 +174,11 @@ def test_generated_file_header_says_template_spec_seed_shape_and_samples(tiny_zo
     assert lines[2].startswith("# sampled: layers=['Conv2d', 'BasicBlock'")
     assert lines[3].startswith("# input: ResNetStyle")
     assert "from torchvision.models.resnet import BasicBlock" in text
-    assert "x = x.view(-1, 1, 8, 8)" in text
+    assert "x = x.reshape(x.shape[0], 1, 8, 8)" in text
 
 
 def test_a_network_that_fails_to_build_stops_generation_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setitem(generate.ACTIVATION_CODE, "ReLU", "nn.NoSuchActivation()")
+    monkeypatch.setitem(generate.ACTIVATION_MODULES, "ReLU", "NoSuchActivation")
     with pytest.raises(GenerationError, match="LinearReLU_1 .*AttributeError"):
         generate_zoo(TINY, out=tmp_path, progress=False)
 
@@ -222,3 +223,111 @@ def test_arch_id_is_stable_and_ignores_the_name():
     plan.name = "Renamed"
     assert arch_id(plan) == arch_id(basic_plan((1, 28, 28), 10))
     assert arch_id(basic_plan((1, 8, 8), 10)) != arch_id(plan)
+
+
+# --- bounds and a zoo never half written (issue 12, case 16) ---------------------------------------
+@pytest.mark.parametrize("classes", [1, 0, -3, 100_001])
+def test_class_counts_outside_2_to_the_limit_are_refused(tmp_path, classes):
+    with pytest.raises(SpecError, match=rf"classes: {classes} is not allowed; give 2 <= classes <= 10000"):
+        generate_zoo(TINY, input_shape=(1, 8, 8), classes=classes, out=tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--input-shape", "1x8x8", "--classes", "1"], "classes: 1 is not allowed"),
+    (["--seed", "-1"], "seed: -1 is not allowed"),
+    (["--seed", str(2**64)], f"seed: {2**64} is not allowed"),
+    (["--input-shape", "1x100000x100000"], "input shape 1x100000x100000 has 10000000000 pixels"),
+])
+def test_cli_generate_refuses_out_of_range_values_in_one_line(tmp_path, capsys, monkeypatch, args, expected):
+    from cli_run import netzoo, one_line_error
+
+    ran = netzoo(["generate", "--spec", TINY, "--out", tmp_path / "z", "--quiet", *args], capsys, monkeypatch)
+    assert expected in one_line_error(ran)
+    assert not (tmp_path / "z").exists()
+
+
+def test_an_empty_network_selection_is_refused(tmp_path):
+    with pytest.raises(SpecError, match="no network selected"):
+        generate_zoo(TINY, out=tmp_path / "z", progress=False, networks=[])
+
+
+def _fail_on_third_network(monkeypatch):
+    calls = []
+    real = generate.check_network
+
+    def check(model, name, *args):
+        calls.append(name)
+        if len(calls) == 3:
+            raise GenerationError(f"{name}: planted failure")
+        return real(model, name, *args)
+
+    monkeypatch.setattr(generate, "check_network", check)
+
+
+def test_generation_that_fails_midway_leaves_no_half_written_zoo(tmp_path, monkeypatch):
+    _fail_on_third_network(monkeypatch)
+    with pytest.raises(GenerationError, match="planted failure"):
+        generate_zoo(TINY, out=tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_regeneration_keeps_the_previous_zoo_and_the_users_own_files(tmp_path, monkeypatch):
+    out = tmp_path / "z"
+    generate_zoo(TINY, out=out, progress=False)
+    (out / "notes.txt").write_text("mine")
+    (out / "helper.py").write_text("# my own helper\n")
+    before = _digest(out)
+    _fail_on_third_network(monkeypatch)
+    with pytest.raises(GenerationError, match="planted failure"):
+        generate_zoo(TINY, seed=1, out=out, progress=False)
+    assert _digest(out) == before and [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    generate_zoo(TINY, seed=1, out=out, progress=False)  # a good run replaces the zoo, keeps the user's files
+    assert (out / "notes.txt").read_text() == "mine" and (out / "helper.py").is_file()
+    assert set(read_manifest(out)["seed"]) == {1}
+
+
+def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    from cli_run import netzoo, one_line_error
+
+    (tmp_path / "z").write_text("not a folder")
+    line = one_line_error(netzoo(["generate", "--spec", TINY, "--out", tmp_path / "z", "--quiet"], capsys, monkeypatch))
+    assert "is not a folder" in line and (tmp_path / "z").read_text() == "not a folder"
+
+
+def test_disk_full_while_writing_a_zoo_is_one_line_and_leaves_the_folder_as_it_was(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from cli_run import netzoo, one_line_error
+
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.suffix == ".py" and "LinearReLU" in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    line = one_line_error(netzoo(["generate", "--spec", TINY, "--out", tmp_path / "z", "--quiet"], capsys, monkeypatch))
+    assert "No space left on device" in line and "--out" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_network_too_large_to_build_is_refused_before_anything_is_written(tmp_path):
+    spec = tmp_path / "huge.toml"
+    spec.write_text("basic = false\n[families.Linear]\ncounts = { ReLU = 1 }\n"
+                    "grid = { hidden_layers = [63], width = [8192] }\n")
+    with pytest.raises(SpecError, match=r"LinearReLU_1 would hold \d+ weights; allowed: at most 100000000.*width"):
+        generate_zoo(spec, out=tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()
+
+
+def test_a_network_whose_activations_do_not_fit_is_refused(tmp_path):
+    spec = tmp_path / "wide.toml"
+    spec.write_text("basic = false\n[families.Conv2d]\ncounts = { ReLU = 1 }\ndepth = 2\nchannels = [1024, 1024]\n"
+                    "kernel = [1, 1]\n")
+    with pytest.raises(SpecError, match=r"Conv2dReLU_1 would hold \d+ activation values per input; allowed: at most"):
+        generate_zoo(spec, input_shape=(1, 2048, 2048), out=tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()

@@ -1,9 +1,12 @@
 """Static costs: the study's two figures, reproduced exactly from rendered templates, and the other counters."""
 
+import hashlib
+
 import torch
 from torch import nn
 
-from netzoo.generate import Plan, basic_plan, family_input, render
+from netzoo.families import REGISTRY
+from netzoo.generate import Plan, basic_plan, render
 from netzoo.measure import count_autograd_nodes, count_flops, count_macs, memory_and_ops, static_costs
 from netzoo.zoo import import_network
 
@@ -12,8 +15,9 @@ MNIST = (1, 28, 28)
 
 def _build(plan: Plan, tmp_path) -> nn.Module:
     path = tmp_path / f"{plan.name}.py"
-    path.write_text(render(plan, "test", "0" * 64, 0, MNIST))
-    return import_network(path, plan.name)()
+    source = render(plan, "test", "0" * 64, 0, MNIST).encode()
+    path.write_bytes(source)
+    return import_network(path, plan.name, sha256=hashlib.sha256(source).hexdigest())()
 
 
 def study_resnet_plan() -> Plan:
@@ -24,7 +28,7 @@ def study_resnet_plan() -> Plan:
     layers += [{"type": "Conv2d", "out": 59, "kernel": 14, "bias": False, "act": False},
                {"type": "Linear", "out": 10, "kernel": 0, "bias": False, "act": False}]
     return Plan(name="ResNetStyleReLU_1", family="ResNetStyle", activation="ReLU",
-                view=family_input("ResNetStyle", MNIST), layers=layers)
+                view=REGISTRY["ResNetStyle"].view(MNIST), layers=layers)
 
 
 def test_basic_on_mnist_matches_the_studys_params_memory_and_ops(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 
 from netzoo.errors import SpecError
 from netzoo.generate import check_feasible, plan_zoo
-from netzoo.spec import ACTIVATIONS, FAMILIES, load_spec, shipped_specs
+from netzoo.families import spec_families
+from netzoo.spec import ACTIVATIONS, load_spec, shipped_specs
 
 DATA = Path(__file__).parent / "data"
 
@@ -49,7 +50,7 @@ def test_square_spec_fills_every_family_activation_cell():
     plans = plan_zoo(spec, (1, 8, 8), 10, spec.seed)
     counts = _cell_counts(plans)
     assert counts.pop(("Basic", "None")) == 1
-    assert set(counts) == {(f, a) for f in FAMILIES for a in ACTIVATIONS}
+    assert set(counts) == {(f, a) for f in spec_families() for a in ACTIVATIONS}
     assert set(counts.values()) == {25} and len(plans) == 1001
 
 
@@ -122,3 +123,69 @@ def test_probability_out_of_range_is_refused(tmp_path):
     path.write_text("dropout = 1.5\n[families.Linear]\ncounts = { ReLU = 1 }\n")
     with pytest.raises(SpecError, match=r"dropout: 1.5 is not allowed; give a probability in \[0, 1\)"):
         load_spec(path)
+
+
+def _spec(tmp_path, text: str):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return path
+
+
+def test_spec_whose_counts_are_all_zero_is_refused_as_rendering_nothing(tmp_path):
+    path = _spec(tmp_path, "basic = false\n[families.Linear]\ncounts = { ReLU = 0, None = 0 }\n")
+    with pytest.raises(SpecError, match=r"renders no network.*counts"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("table, key, allowed", [
+    ("depth = [2, 100000]", "families.Linear.depth", "<= 64"),
+    ("depth = 100000", "families.Linear.depth", "<= 64"),
+    ("width = [10, 1000000]", "families.Linear.width", "<= 8192"),
+    ("counts = { ReLU = 100000000 }", "families.Linear.counts.ReLU", "<= 100000"),
+    ("grid = { hidden_layers = [1000], width = [8] }", "families.Linear.grid.hidden_layers", "<= 63"),
+    ("grid = { hidden_layers = [1], width = [10000000] }", "families.Linear.grid.width", "<= 8192"),
+])
+def test_linear_values_beyond_their_limit_are_refused_naming_it(tmp_path, table, key, allowed):
+    counts = "" if table.startswith("counts") else "counts = { ReLU = 1 }\n"
+    with pytest.raises(SpecError) as info:
+        load_spec(_spec(tmp_path, f"[families.Linear]\n{counts}{table}\n"))
+    assert key in str(info.value) and allowed in str(info.value)
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("channels", "[10, 100000]", "<= 1024"), ("stem_channels", "[10, 100000]", "<= 1024"),
+    ("blocks", "[1, 1000]", "<= 32"), ("convs", "[1, 1000]", "<= 16"), ("linears", "[1, 1000]", "<= 32"),
+    ("kernel", "[1, 100000]", "<= 10000"), ("stem_kernel", "[1, 100000]", "<= 10000"),
+])
+def test_resnet_values_beyond_their_limit_are_refused_naming_it(tmp_path, key, value, allowed):
+    with pytest.raises(SpecError) as info:
+        load_spec(_spec(tmp_path, f"[families.ResNetStyle]\ncounts = {{ ReLU = 1 }}\n{key} = {value}\n"))
+    assert f"families.ResNetStyle.{key}" in str(info.value) and allowed in str(info.value)
+
+
+def test_conv_layers_beyond_their_limit_are_refused(tmp_path):
+    with pytest.raises(SpecError, match=r"families\.Conv2dThenLinear\.conv_layers.*<= 63"):
+        load_spec(_spec(tmp_path, "[families.Conv2dThenLinear]\ncounts = { ReLU = 1 }\nconv_layers = [1, 500]\n"))
+
+
+def test_spec_of_more_networks_than_the_limit_is_refused(tmp_path):
+    cells = ", ".join(f"{a} = 30000" for a in ACTIVATIONS)
+    with pytest.raises(SpecError, match=r"150001 networks.*at most 100000"):
+        load_spec(_spec(tmp_path, f"[families.Linear]\ncounts = {{ {cells} }}\n"))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**30])
+def test_seed_outside_the_manifests_int64_is_refused(tmp_path, seed):
+    with pytest.raises(SpecError, match=r"seed: .* give an integer in \[0, 9223372036854775807\]"):
+        load_spec(_spec(tmp_path, f"seed = {seed}\n[families.Linear]\ncounts = {{ ReLU = 1 }}\n"))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.5"])
+def test_probabilities_that_are_not_numbers_in_range_are_refused(tmp_path, value):
+    with pytest.raises(SpecError, match="bias_probability"):
+        load_spec(_spec(tmp_path, f"bias_probability = {value}\n[families.Linear]\ncounts = {{ ReLU = 1 }}\n"))
+
+
+def test_shipped_specs_stay_within_the_limits():
+    for name in shipped_specs():
+        load_spec(name)

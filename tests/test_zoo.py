@@ -77,3 +77,90 @@ def test_loaded_network_pickles_and_deep_copies(zoo):
     model = load_network(zoo, "LinearReLU_1")
     assert type(pickle.loads(pickle.dumps(model))).__name__ == "LinearReLU_1"
     assert type(copy.deepcopy(model)).__name__ == "LinearReLU_1"
+
+
+# --- a zoo folder is code: each file checked against its manifest hash (issue 12, A2 and case 15) -----
+def _copy(zoo, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(zoo, tmp_path / "copy"))
+
+
+def test_manifest_records_each_files_sha256(zoo):
+    import hashlib
+
+    manifest = read_manifest(zoo)
+    for _, row in manifest.iterrows():
+        assert row["file_sha256"] == hashlib.sha256((zoo / row["file"]).read_bytes()).hexdigest()
+
+
+def test_a_file_edited_after_generation_is_refused_naming_it_and_the_fix(zoo, tmp_path, monkeypatch):
+    from netzoo import runner
+    from netzoo.errors import ZooError
+
+    copy = _copy(zoo, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with (copy / "LinearReLU_1.py").open("a") as f:
+        f.write("open('MARKER', 'w')\n")
+    for load in (load_network, runner.load_network):
+        with pytest.raises(ZooError) as info:
+            load(copy, "LinearReLU_1")
+        message = str(info.value)
+        assert str(copy / "LinearReLU_1.py") in message and "sha256" in message and "\n" not in message
+        assert f"netzoo generate --spec {TINY} --seed 0 --input-shape 1x8x8 --classes 10 --out {copy}" in message
+    assert not (tmp_path / "MARKER").exists()
+    assert type(load_network(copy, "Basic")).__name__ == "Basic"  # the untouched files still load
+
+
+def test_a_zoo_without_recorded_hashes_is_refused_with_the_fix(zoo, tmp_path):
+    import pyarrow.parquet as pq
+
+    from netzoo.errors import ZooError
+
+    copy = _copy(zoo, tmp_path)
+    table = pq.read_table(copy / "manifest.parquet")
+    pq.write_table(table.drop_columns(["file_sha256"]), copy / "manifest.parquet")
+    assert len(list_networks(copy)) == 8  # listing runs no code
+    with pytest.raises(ZooError, match="records no sha256.*netzoo generate"):
+        load_network(copy, "Basic")
+
+
+@pytest.mark.parametrize("command", [["zoo", "list"], ["zoo", "show", "Basic"]])
+def test_cli_zoo_list_and_show_refuse_a_truncated_manifest_in_one_line(zoo, tmp_path, capsys, monkeypatch, command):
+    from cli_run import netzoo, one_line_error
+
+    copy = _copy(zoo, tmp_path)
+    data = (copy / "manifest.parquet").read_bytes()
+    (copy / "manifest.parquet").write_bytes(data[: len(data) // 2])
+    line = one_line_error(netzoo([*command, "--zoo", copy], capsys, monkeypatch))
+    assert str(copy / "manifest.parquet") in line and "damaged" in line and "netzoo generate" in line
+
+
+def test_zoo_show_names_the_files_hash(zoo):
+    text = describe_network(zoo, "Basic")
+    assert f"sha256      {read_manifest(zoo).set_index('network').at['Basic', 'file_sha256']}" in text
+
+
+def test_check_files_names_the_first_edited_file_before_anything_runs(zoo, tmp_path):
+    from netzoo.errors import ZooError
+    from netzoo.zoo import check_files
+
+    copy = _copy(zoo, tmp_path)
+    check_files(copy)  # a fresh zoo passes
+    with (copy / "Conv2dTanh_1.py").open("a") as f:
+        f.write("# an edit\n")
+    check_files(copy, names=["Basic", "LinearReLU_1"])  # the edited file is not among these
+    with pytest.raises(ZooError, match=r"Conv2dTanh_1\.py: its sha256 differs"):
+        check_files(copy)
+
+
+def test_a_missing_network_file_is_one_line_naming_it_and_the_fix(zoo, tmp_path, capsys, monkeypatch):
+    from cli_run import netzoo, one_line_error
+    from netzoo.errors import ZooError
+
+    copy = _copy(zoo, tmp_path)
+    (copy / "Basic.py").unlink()
+    line = one_line_error(netzoo(["zoo", "show", "Basic", "--zoo", copy], capsys, monkeypatch))
+    assert str(copy / "Basic.py") in line and "is missing" in line and "netzoo generate" in line
+    with pytest.raises(ZooError, match="Basic.py is missing"):
+        load_network(copy, "Basic")

@@ -8,6 +8,7 @@ for zoos made with ``batch_norm=True`` (kept apart: a zoo of ``SOURCES`` has non
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -107,10 +108,11 @@ def make_zoo(out: Path, names=HEALTHY, input_shape=(1, 8, 8), classes: int = 10,
     for name in names:
         family, activation, depth, source = {**SOURCES, **BATCH_NORM}[name]
         code = source.format(features=channels * side * side, classes=classes, channels=channels, side=side)
-        (out / f"{name}.py").write_text(f"# {name}: hand-written test fixture\n" + HEADER + code.lstrip())
+        source = (f"# {name}: hand-written test fixture\n" + HEADER + code.lstrip()).encode()
+        (out / f"{name}.py").write_bytes(source)
         rows.append({
             "network": name, "family": family, "activation": activation, "depth": depth, "arch_id": name.lower(),
-            "file": f"{name}.py", "template": "fixture", "input_shape": "x".join(map(str, input_shape)),
+            "file": f"{name}.py", "file_sha256": hashlib.sha256(source).hexdigest(), "template": "fixture", "input_shape": "x".join(map(str, input_shape)),
             "classes": classes, "params": 0, "memory": 0, "ops": 0, "macs": 0, "flops_forward": 0,
             "flops_train_step": 0, "layer_types": ["Linear"] * depth, "widths": [classes] * depth,
             "kernel_sizes": [0] * depth, "biases": [True] * depth, "activations_after": [False] * depth,

@@ -142,8 +142,9 @@ def fusion_step_ratios(zoo_dir: str | Path, names: Sequence[str], runs: Sequence
                     sides.pop("vmap", None)
                 load = os.getloadavg()[0]
                 times: dict[str, list[float]] = {side: [] for side in sides}
-                for side_step in sides.values():  # warm up: optimizer state, oneDNN primitives
-                    side_step()
+                for side_step in sides.values():  # warm up a full round: optimizer state, oneDNN primitives,
+                    for _ in range(steps):        # the allocator (the first network's first round ran slow)
+                        side_step()
                 order = list(sides)
                 for i in range(rounds):  # each round starts at another side: the one after solo pays for its mess
                     for side in order[i % len(order):] + order[:i % len(order)]:
