@@ -229,6 +229,47 @@ def test_two_local_workers_train_every_key_once_this_process_first(zoo, tmp_path
     assert os.getpid() in pids and len(pids) <= 2
 
 
+DIES_IN_A_WORKER = ("Linear", "None", 1, '''
+import os
+import time
+from pathlib import Path
+
+
+class DiesNet_1(nn.Module):
+    """Trains in the process that runs the job; kills any spawned worker that trains it (as the OOM killer would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear({features}, {classes})
+
+    def forward(self, x):
+        marker = Path(os.environ["NETZOO_TEST_MARKER"])
+        if os.getpid() != int(os.environ["NETZOO_TEST_PARENT"]):
+            marker.touch()
+            os._exit(9)
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline:  # this process waits until a worker died
+            time.sleep(0.05)
+        return F.log_softmax(self.fc1(torch.flatten(x, 1)), dim=1)
+''')
+
+
+def test_a_worker_that_dies_mid_task_costs_no_key(tmp_path, monkeypatch):
+    """The local executor's pool breaks when a worker dies (BrokenProcessPool); this process trains on, takes the
+    dead worker's stale claim over, and the run ends with every key whole, none lost or failed."""
+    import zoo_fixture
+
+    monkeypatch.setitem(zoo_fixture.SOURCES, "DiesNet_1", DIES_IN_A_WORKER)
+    zoo = make_zoo(tmp_path / "zoo", names=("DiesNet_1",))
+    marker = tmp_path / "a-worker-died"
+    monkeypatch.setenv("NETZOO_TEST_MARKER", str(marker))
+    monkeypatch.setenv("NETZOO_TEST_PARENT", str(os.getpid()))
+    summary = run_job(digits_job(zoo, tmp_path / "results", epochs=1, seeds=(0, 1), workers=2))
+    assert marker.exists()  # a spawned worker took a key and died training it
+    assert summary.count("done") == 2 and summary.failed == 0 and summary.lost == 0, summary.line()
+    assert len(completed_keys(tmp_path / "results")) == 2
+
+
 def test_killed_run_resumes_without_duplicate_rows(zoo, tmp_path):
     results = tmp_path / "results"
     args = [sys.executable, "-m", "netzoo.cli", "train", "--zoo", str(zoo), "--dataset", "digits", "--results",

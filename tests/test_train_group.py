@@ -171,3 +171,37 @@ def test_a_network_with_torch_dropout_cannot_train_as_a_group_and_says_so():
 
     with pytest.raises(FusionError, match="Dropout"):
         next(train_runs(network, [Run(seed, RECIPE) for seed in SEEDS], _data()))
+
+
+def test_the_executor_trains_a_networks_seeds_as_one_group_with_the_rows_of_separate_training(tmp_path,
+                                                                                              monkeypatch):
+    """The GPU path (seeds of a network claimed together and trained as one fused group, lenses on), here on the
+    CPU: the same keys, epochs and predictions as training each seed alone, numbers within float rounding."""
+    import pandas as pd
+
+    from netzoo.executors import tasks
+    from netzoo.results import load
+    from netzoo.runner import run_job
+    from zoo_fixture import digits_job, make_zoo
+
+    zoo = make_zoo(tmp_path / "zoo", names=("LinearReLU_1", "Conv2dReLU_1"))
+    separate = run_job(digits_job(zoo, tmp_path / "separate", seeds=(1, 2, 3), lenses=True))
+    groups = []
+    real = tasks.train_runs
+    monkeypatch.setattr(tasks, "train_runs", lambda build, runs, *a, **k: (groups.append([r.seed for r in runs]),
+                                                                            real(build, runs, *a, **k))[1])
+    monkeypatch.setattr(tasks, "GROUP_DEVICE_TYPES", ("cuda", "cpu"))
+    grouped = run_job(digits_job(zoo, tmp_path / "grouped", seeds=(1, 2, 3), lenses=True))
+
+    assert groups == [[1, 2, 3], [1, 2, 3]]  # one group per network, all three seeds
+    assert grouped.count("done") == separate.count("done") == 6
+    key = ["network", "seed", "epoch"]
+    a, b = load(tmp_path / "separate"), load(tmp_path / "grouped")
+    ea, eb = (t.epochs.sort_values(key).reset_index(drop=True) for t in (a, b))
+    pd.testing.assert_frame_equal(ea[key], eb[key])
+    np.testing.assert_allclose(ea[["train_loss", "test_loss", "test_acc"]], eb[["train_loss", "test_loss", "test_acc"]],
+                               rtol=1e-4, atol=1e-4)
+    assert len(a.predictions) == len(b.predictions) and len(a.layers) == len(b.layers) > 0
+    la, lb = (t.layers.sort_values(key + ["layer"]).reset_index(drop=True) for t in (a, b))
+    assert list(la["layer"]) == list(lb["layer"])
+    np.testing.assert_allclose(la["grad_norm_mean"].astype(float), lb["grad_norm_mean"].astype(float), rtol=1e-3)

@@ -174,7 +174,7 @@ def test_no_second_natural_sort_train_size_or_device_helper_under_another_name()
     suspects = {name: n for name, n in _definitions().items()
                 if any(word in name for word in ("natural", "train_size", "device_name", "sync", "read_manifest",
                                                  "manifest_rows", "predictions_table", "claim_name", "part_name"))}
-    allowed = {"natural_key", "device_name", "sync", "read_manifest", "manifest_rows", "_train_size",
+    allowed = {"natural_key", "device_name", "sync", "read_manifest", "_read_manifest", "manifest_rows", "_train_size",
                "predictions_table", "part_name"}
     assert set(suspects) <= allowed and all(n == 1 for n in suspects.values()), suspects
 

@@ -10,7 +10,8 @@ disk) comes back through its future and is raised here, one message for the run.
 pool (``BrokenProcessPool``: the pool stops its other workers too); this process trains on, and ``run_job``'s
 next pass trains what the dead workers left. A worker skips the interpreter's teardown at exit (``os._exit``
 from an ``atexit`` hook, after its queues are flushed): torch makes that teardown ~0.6 s long, and the pool
-waits for it.
+waits for it (measured, one spawned worker that imported torch: ``shutdown()`` 0.56 s without the hook, 0.05 s
+with it, load average 2.5).
 """
 
 from __future__ import annotations
