@@ -246,9 +246,7 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
         return beyond.agreement(tables, recipe=recipe)
     tables = load(results_dir, tables=["networks", "epochs"])
     if question == "ensembles":  # probabilities of only the ensembles' runs: a filtered read
-        from netzoo.report import ensemble_predictions
-
-        predictions = ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric)
+        predictions = beyond.ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric)
         return beyond.ensembles(tables, metric=metric, epoch=epoch, recipe=recipe, predictions=predictions)
     kw = {"metric": metric, "recipe": recipe}
     simple = {"2": q2_accuracy, "3": q3_train_time, "4": q4_params, "5": q5_memory, "6": q6_ops,
@@ -265,14 +263,7 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
     return q7_late_bloomers(tables, epoch=epoch, **kw)
 
 
-def report_sections(tables) -> list:
-    """The exam's report sections (questions 1-10), in order; see analysis.exam_report."""
-    from analysis.exam_report import exam_sections
-
-    return exam_sections(tables)
-
-
 __all__ = ["answer", "q1_attempts", "q2_accuracy", "q3_train_time", "q4_params", "q5_memory", "q6_ops",
            "q7_curves", "q7_late_bloomers", "q7_rank_stability", "settled_epoch", "q8_samples",
-           "q9_best_percentiles", "q10_best_vs_basic", "by_group", "best_network", "report_sections",
+           "q9_best_percentiles", "q10_best_vs_basic", "by_group", "best_network",
            "mean_over_seeds", "for_recipe"]

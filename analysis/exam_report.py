@@ -18,7 +18,7 @@ from analysis import charts, exam
 from analysis.population import BASIC, GOLD, GOOD, METRIC, as_tables, basic_row, label, left_out_note, population
 from analysis.samples import q8_counts
 from analysis.section import Section
-from netzoo.errors import NetzooError
+from netzoo.errors import DatasetError, NetzooError
 
 log = logging.getLogger(__name__)
 SHOW_NAMES = 8      # names listed in a finding before "and N more"
@@ -155,11 +155,11 @@ def test_images(tables) -> tuple[np.ndarray | None, str]:
     if "dataset" not in networks.columns or networks.empty:
         return None, "the networks table names no dataset"
     name = str(networks["dataset"].mode().iloc[0])
-    try:
-        from netzoo.datasets import load_dataset
+    from netzoo.datasets import load_dataset
 
+    try:
         return load_dataset(name).x_test.cpu().numpy(), ""
-    except Exception as exc:  # missing files, no download: the grid is optional
+    except (DatasetError, OSError) as exc:  # unknown or missing files, no download: the grid is optional
         return None, f"the {name} test images could not be loaded ({exc})"
 
 
@@ -233,6 +233,7 @@ BUILDERS = [
 ]
 
 
-def exam_sections(tables) -> list[Section]:
-    """Sections for questions 1-10, in order (Q8 adds one per kind of sample)."""
+def report_sections(tables, results_dir=None) -> list[Section]:
+    """The report's sections for questions 1-10, in order (Q8 adds one per kind of sample); ``results_dir``:
+    unused (the report modules' one signature)."""
     return collect(BUILDERS, tables)

@@ -38,38 +38,29 @@ import pyarrow.parquet as pq
 
 from netzoo import files
 from netzoo.errors import ResultsError
-from netzoo.names import check_network_name
+from netzoo.keys import Key, key_name, key_of_name
 from netzoo.schema import KEY, NETWORKS, TABLES, conform, table_schema
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, int]               # (network, recipe_hash, seed)
 NULLABLE_INT_COLUMNS = ("peak_memory_bytes", "pred")  # int64 columns that may hold nulls: pandas "Int64"
 COMPACT_PREFIX = "compact-"
-SEP = "--"                                # between the key's parts in a part file's name
 INDEX_PREFIX = ".compact-"                # DIR/<table>/.compact-<token>.json: what a compaction wrote
 SIBLINGS = ("epochs", "predictions", "layers")  # written before a key's networks part, which records them
 PARTS_METADATA = b"netzoo.parts"          # networks part metadata: {table: {"sha256": hex, "bytes": n}}
 DAMAGED_DIR = "damaged"                   # DIR/damaged/<table>/: damaged files moved out of every reader's way
 PAGE_CHECKSUMS = ds.ParquetFileFormat(
     default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
-atomic_write_text = files.atomic_write_text  # the one atomic writer lives in netzoo.files
 
 
 def part_name(key: Key) -> str:
     """The file name of a key's part in every table: '<network>--<recipe_hash>--<seed>.parquet'."""
-    network, recipe_hash, seed = key
-    return f"{check_network_name(network)}{SEP}{recipe_hash}{SEP}{int(seed)}.parquet"
+    return key_name(key, ".parquet")
 
 
 def key_of(path: Path) -> Key | None:
     """The key a part file's name encodes, or None for other files (compact files, temporaries)."""
-    if path.name.startswith((".", COMPACT_PREFIX)) or path.suffix != ".parquet":
-        return None
-    bits = path.stem.split(SEP)
-    if len(bits) != 3 or not bits[2].lstrip("-").isdigit():
-        return None
-    return bits[0], bits[1], int(bits[2])
+    return None if path.name.startswith(COMPACT_PREFIX) else key_of_name(path.name, ".parquet")
 
 
 def results_folder(path, create: bool = False) -> Path:
@@ -516,12 +507,13 @@ def quarantine(results_dir, problems, keep=frozenset()) -> list[Path]:
 # --- reading ---------------------------------------------------------------------------------------
 @dataclass
 class ResultTables:
-    """The results tables as DataFrames with the schema's dtypes (empty, with the columns, when absent)."""
+    """The results tables as DataFrames: ``load`` gives them the schema's dtypes (empty, with the columns, when
+    absent); the one tables type of netzoo and analysis (hand-built ones may leave tables out: empty frames)."""
 
-    networks: pd.DataFrame
-    epochs: pd.DataFrame
-    predictions: pd.DataFrame
-    layers: pd.DataFrame
+    networks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{t}={len(getattr(self, t))}" for t in TABLES)
@@ -584,13 +576,16 @@ def to_frame(table: pa.Table, schema: pa.Schema) -> pd.DataFrame:
     return frame
 
 
-def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str | None = None) -> ResultTables:
+def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str | None = None,
+         keys=None) -> ResultTables:
     """Load the results tables of ``results_dir`` as DataFrames with the schema's dtypes.
 
     ``tables``: names to read (others come back empty); ``columns={"predictions": [...]}`` reads only those
     columns of a table; ``epoch=E`` or ``"last"`` (each key's last recorded epoch) reads one epoch of
-    epochs/predictions/layers. Only whole keys (``scan``) are returned, all of a key's rows or none, each once;
-    the others are logged (``netzoo verify`` lists them, ``netzoo train`` retrains them).
+    epochs/predictions/layers; ``keys``: only these (network, recipe_hash, seed) keys (a filtered read: the
+    probabilities of a few runs out of 40M prediction rows). Only whole keys (``scan``) are returned, all of a
+    key's rows or none, each once; the others are logged (``netzoo verify`` lists them, ``netzoo train``
+    retrains them).
     """
     results_dir = results_folder(results_dir)
     wanted = set(TABLES if tables is None else ([tables] if isinstance(tables, str) else tables))
@@ -601,7 +596,7 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
         raise ResultsError(f"epoch must be an int or 'last', got {epoch!r}")
     columns = columns or {}
     classes = classes_of(results_dir)
-    found = scan(results_dir)
+    found = scan(results_dir, keys=keys)
     bad = [p for p in found.problems if p.kind != "incomplete"]
     if bad:
         log.warning("%d key(s) of %s are damaged or inconsistent and left out (e.g. %s); `netzoo verify "
