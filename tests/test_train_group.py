@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from netzoo.datasets import Dataset
-from netzoo.errors import FusionError
 from netzoo.recipe import Recipe
 from netzoo.train import Run, train_network, train_runs
 
@@ -164,13 +163,45 @@ def test_a_diverging_network_gives_every_run_no_answers():
         assert r.metrics["test_acc"] is None and r.metrics["train_acc"] is None
 
 
-def test_a_network_with_torch_dropout_cannot_train_as_a_group_and_says_so():
-    def network():
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10),
-                             nn.LogSoftmax(dim=1))
+class TinyDropout(TinyMLP):
+    """nn.Dropout, as the generated networks hold it: the trainer makes each run draw from its own generator."""
 
-    with pytest.raises(FusionError, match="Dropout"):
-        next(train_runs(network, [Run(seed, RECIPE) for seed in SEEDS], _data()))
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop1 = nn.Dropout(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.fc2(self.drop1(self.act1(self.fc1(torch.flatten(x, 1))))), dim=1)
+
+
+def test_a_network_with_dropout_trains_as_a_group_with_each_runs_masks_alone():
+    """Alone or in a group, a run's Dropout layers draw from netzoo.fuse.dropout_generator(seed): the same
+    masks, so the same numbers (before, nn.Dropout drew from torch's global generator and could not be fused)."""
+    data = _data()
+    alone = {seed: list(train_network(TinyDropout(), data, RECIPE, seed, lenses=True)) for seed in SEEDS}
+    grouped = list(train_runs(TinyDropout, [Run(seed, RECIPE) for seed in SEEDS], data, lenses=True))
+    for e, per_run in enumerate(grouped):
+        for i, result in per_run.items():
+            _same(result, alone[SEEDS[i]][e], lenses=True)
+    again = list(train_network(TinyDropout(), data, RECIPE, SEEDS[0]))
+    assert again[-1].metrics["train_loss"] == alone[SEEDS[0]][-1].metrics["train_loss"]  # masks are seeded
+
+
+def test_runs_of_one_network_in_two_dropout_variants_train_as_one_group():
+    """A sweep's dropout probabilities are zoo variants of one network: one builder per run, one group."""
+    def variant(p):
+        def build():
+            model = TinyDropout()
+            model.drop1.p = p
+            return model
+        return build
+
+    data = _data()
+    builds, runs = [variant(0.1), variant(0.5)], [Run(1, RECIPE), Run(2, RECIPE)]
+    grouped = list(train_runs(builds, runs, data))
+    for i, (build, run) in enumerate(zip(builds, runs)):
+        for e, alone in enumerate(train_network(build(), data, run.recipe, run.seed)):
+            _same(grouped[e][i], alone)
 
 
 def test_the_executor_trains_a_networks_seeds_as_one_group_with_the_rows_of_separate_training(tmp_path,
