@@ -156,9 +156,13 @@ def zoo_show(name, zoo_dir) -> None:
 @click.option("--address", default=None, help="Ray cluster address (with --executor ray), e.g. auto")
 @click.option("--gpus-per-task", type=float, default=None, help="Ray: GPU share per task, e.g. 0.25 packs four per GPU")
 @click.option("--no-lenses", is_flag=True, help="do not record per-layer activation and gradient statistics")
+@click.option("--fuse", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: a network's runs (seeds, a sweep's recipes) train as one fused group where it pays; "
+                   "off: one run at a time")
+@click.option("--no-cuda-graphs", is_flag=True, help="CUDA: step eagerly, never replaying a captured training step")
 @click.option("--quiet", is_flag=True, help="no progress bar; only the summary line")
 def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seeds, shard, workers, device,
-          recipe_ref, executor, address, gpus_per_task, no_lenses, quiet) -> None:
+          recipe_ref, executor, address, gpus_per_task, no_lenses, fuse, no_cuda_graphs, quiet) -> None:
     """Train every network of a zoo and record each epoch and every test prediction under --results.
 
     Rerunning the same command resumes: whole networks are skipped, nothing is duplicated, and every network
@@ -177,7 +181,7 @@ def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seed
     job = _train_job(zoo_dir, dataset, results, data_root=data_root, download=download, epochs=epochs,
                      networks=networks, seeds=seeds, shard=shard, workers=workers, device=device, recipe=recipe_ref,
                      executor=executor, address=address, gpus_per_task=gpus_per_task, lenses=not no_lenses,
-                     quiet=quiet)
+                     fuse=fuse, cuda_graphs=not no_cuda_graphs, quiet=quiet)
     summary = run_job(job)
     click.echo(summary.line())
     if summary.failed:
@@ -314,9 +318,12 @@ def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
 @click.option("--seeds", default=None, help="training seeds S[,S…] (default 42); each recipe trains once per seed")
 @click.option("--device", default=None, help="cpu, cuda, or cuda:0,cuda:1,… (default: cuda if present)")
 @click.option("--workers", type=int, default=None, help="worker processes (default: as for netzoo train)")
+@click.option("--fuse", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: a network's runs (seeds, a sweep's recipes) train as one fused group where it pays; "
+                   "off: one run at a time")
 @click.option("--quiet", is_flag=True, help="no progress bars; only the summary line")
 def sweep(grid, zoo_dir, dataset, data_root, download, results, networks, epochs, seeds, device, workers,
-          quiet) -> None:
+          fuse, quiet) -> None:
     """Train a subset of the zoo under every recipe of GRID (a shipped name or a PATH.toml).
 
     Shipped grids: optimizers, regularisation, lr, batch-size, batch-norm, depth-width, deep-mlp, early-stopping.
@@ -329,7 +336,7 @@ def sweep(grid, zoo_dir, dataset, data_root, download, results, networks, epochs
 
     summary = run_sweep(grid, zoo=zoo_dir, dataset=dataset, data_root=data_root, download=download,
                         results=results, networks=networks, epochs=epochs, seeds=_ints(seeds),
-                        device=device, workers=workers, quiet=quiet, echo=None if quiet else click.echo)
+                        device=device, workers=workers, quiet=quiet, echo=None if quiet else click.echo, fuse=fuse)
     click.echo(summary.line())
     if summary.failed:
         sys.exit(1)

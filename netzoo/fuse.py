@@ -352,6 +352,11 @@ def fuse(models: Sequence[nn.Module]) -> nn.Module:
     kinds = {type(m).__name__ for m in models}
     if len(kinds) > 1:
         raise FusionError(f"cannot fuse networks of different classes: {', '.join(sorted(kinds))}.")
+    layouts = [[(name, type(m).__name__) for name, m in model.named_modules()] for model in models]
+    for r, layout in enumerate(layouts[1:], start=1):  # e.g. a Dropout layer in one zoo variant only
+        if layout != layouts[0]:
+            diff = sorted(set(layout) ^ set(layouts[0]))[:3]
+            raise FusionError(f"run {r} of {type(first).__name__} differs in its layers from run 0: {diff}.")
     shapes = [{k: tuple(v.shape) for k, v in m.state_dict().items()} for m in models]
     for r, shape in enumerate(shapes[1:], start=1):
         if shape != shapes[0]:

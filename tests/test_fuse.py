@@ -472,6 +472,8 @@ def test_runs_of_different_architectures_are_refused():
         fuse([nn.Sequential(nn.Linear(8, 8)), nn.Linear(8, 8)])
     with pytest.raises(FusionError, match="differs in architecture"):
         fuse([nn.Sequential(nn.Linear(8, 8)), nn.Sequential(nn.Linear(8, 9))])
+    with pytest.raises(FusionError, match="differs in its layers"):  # a Dropout in one zoo variant only
+        fuse([nn.Sequential(nn.Linear(8, 8)), nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.2))])
     with pytest.raises(FusionError, match="differ in their settings"):
         fuse([nn.Sequential(nn.Conv2d(1, 2, 3, stride=1)), nn.Sequential(nn.Conv2d(1, 2, 3, stride=2))])
 

@@ -206,8 +206,9 @@ def test_runs_of_one_network_in_two_dropout_variants_train_as_one_group():
 
 def test_the_executor_trains_a_networks_seeds_as_one_group_with_the_rows_of_separate_training(tmp_path,
                                                                                               monkeypatch):
-    """The GPU path (seeds of a network claimed together and trained as one fused group, lenses on), here on the
-    CPU: the same keys, epochs and predictions as training each seed alone, numbers within float rounding."""
+    """``--fuse auto`` (the default) on the CPU: the seeds of each network train as one group, with the same
+    keys, epochs, predictions and lens rows as ``--fuse off`` (each seed alone), numbers within float rounding;
+    the networks table says how many runs each group held."""
     import pandas as pd
 
     from netzoo.executors import tasks
@@ -216,18 +217,20 @@ def test_the_executor_trains_a_networks_seeds_as_one_group_with_the_rows_of_sepa
     from zoo_fixture import digits_job, make_zoo
 
     zoo = make_zoo(tmp_path / "zoo", names=("LinearReLU_1", "Conv2dReLU_1"))
-    separate = run_job(digits_job(zoo, tmp_path / "separate", seeds=(1, 2, 3), lenses=True))
     groups = []
     real = tasks.train_runs
     monkeypatch.setattr(tasks, "train_runs", lambda build, runs, *a, **k: (groups.append([r.seed for r in runs]),
                                                                             real(build, runs, *a, **k))[1])
-    monkeypatch.setattr(tasks, "GROUP_DEVICE_TYPES", ("cuda", "cpu"))
+    separate = run_job(digits_job(zoo, tmp_path / "separate", seeds=(1, 2, 3), lenses=True, fuse="off"))
+    assert groups == [[1], [2], [3]] * 2
+    groups.clear()
     grouped = run_job(digits_job(zoo, tmp_path / "grouped", seeds=(1, 2, 3), lenses=True))
 
     assert groups == [[1, 2, 3], [1, 2, 3]]  # one group per network, all three seeds
     assert grouped.count("done") == separate.count("done") == 6
     key = ["network", "seed", "epoch"]
     a, b = load(tmp_path / "separate"), load(tmp_path / "grouped")
+    assert set(a.networks["fused_runs"]) == {1} and set(b.networks["fused_runs"]) == {3}
     ea, eb = (t.epochs.sort_values(key).reset_index(drop=True) for t in (a, b))
     pd.testing.assert_frame_equal(ea[key], eb[key])
     np.testing.assert_allclose(ea[["train_loss", "test_loss", "test_acc"]], eb[["train_loss", "test_loss", "test_acc"]],
