@@ -290,10 +290,12 @@ def exam(question, results, as_csv, epoch, known_label_errors, network) -> None:
 @click.option("--epochs", type=int, default=4, show_default=True)
 @click.option("--repeat", type=int, default=3, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if present)")
+@click.option("--seeds", type=int, default=None, help="seeds per network of the sample (default 8)")
 @click.option("--doc", type=PATH, default=Path("docs/benchmarks.md"), show_default=True,
               help="markdown file whose benchmark section is rewritten")
-def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
-    """Time the study's way of training against netzoo's on the same sample, and record it in docs/benchmarks.md.
+def bench(dataset, data_root, epochs, repeat, device, seeds, doc) -> None:
+    """Time the study's way of training against netzoo's, one run at a time and fused, on the same sample (and a
+    32-run sweep of one network), and record it in docs/benchmarks.md.
 
     Example:
 
@@ -302,7 +304,7 @@ def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
     from netzoo.benchmarks.study import run_benchmark
 
     result = run_benchmark(dataset=dataset, data_root=data_root, epochs=epochs, repeat=repeat,
-                           device=device, doc=doc)
+                           device=device, doc=doc, seeds=seeds)
     click.echo(result.table())
 
 

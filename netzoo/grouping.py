@@ -18,8 +18,8 @@ Within a group, runs may differ in everything else a run takes: seed, lr, weight
 init, dropout probability, early stopping, a step schedule's step size and gamma.
 
 When it pays (``fuse="auto"``): on CUDA whenever a network has more than one run to do (a zoo network's step is
-launch-bound there); on the CPU unless the family is in ``CPU_UNFUSED_FAMILIES``, from the measured step
-speed-ups (docs/benchmarks.md, "Fused training"). ``fuse="off"`` trains every run alone, as before issue 15.
+launch-bound there); on the CPU for networks below ``CPU_FUSE_BELOW_FLOPS`` training FLOPs per sample, from the
+measured step speed-ups (docs/benchmarks.md, "Fused training on the CPU"). ``fuse="off"`` trains every run alone, as before issue 15.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ from netzoo.recipe import Recipe
 FUSE_MODES = ("auto", "off")
 MAX_GROUP_RUNS = 32  # runs per group: the largest count measured (docs/benchmarks.md); more form another group
 
-# Families whose fused step was measured no faster than their runs one at a time on this CPU (one thread,
-# batch 25, digits; docs/benchmarks.md): grouped Conv3d's backward is slow in oneDNN, and ResNetStyle's step
-# is arithmetic already. Speed-ups at 8 / 32 runs: Conv3d 0.84 / 0.81, ResNetStyle 0.98 / 0.98; every other
-# family 1.6-4.0 / 1.2-8.5.
-CPU_UNFUSED_FAMILIES = ("Conv3d", "ResNetStyle")
+# On the CPU, a network fuses when its training FLOPs per sample (manifest ``flops_train_step``) are below its
+# family's limit here (the default otherwise). Measured for issue 15 (docs/benchmarks.md, "Fused training on the
+# CPU"): a training step of 8 runs fused against the 8 one at a time, one thread, batch 25, digits, 24 networks
+# at the 1/6, 1/2 and 5/6 quantiles of their family's FLOPs: every family 1.2-6.3x faster up to ~1.8 MFLOP; above,
+# ResNetStyleReLU_89 (6.2 MFLOP) 1.3-1.4x, ResNetStyleReLU_65 (22 MFLOP) 0.86-1.04x, Conv3dTanh_8 (1.6 MFLOP;
+# grouped Conv3d's backward is slow in oneDNN) 0.79-1.04x, against Conv3dTanh_2 (0.38 MFLOP) 1.2-1.5x.
+CPU_FUSE_BELOW_FLOPS = {"Conv3d": 1_000_000}
+CPU_FUSE_BELOW_FLOPS_DEFAULT = 10_000_000
 
 # The architecture of a network but for its dropout probability, from its manifest row.
 _NETWORK_COLUMNS = ("network", "spec_hash", "seed", "input_shape", "classes", "batch_norm")
@@ -65,11 +68,13 @@ def group_key(row: dict, recipe: Recipe) -> tuple:
 
 def fusion_pays(row: dict, device, runs: int, mode: str = "auto") -> bool:
     """Whether ``runs`` (> 1) runs of the network of manifest ``row`` train faster as one group on ``device``:
-    never with ``mode`` 'off'; always on CUDA; on the CPU unless its family is in CPU_UNFUSED_FAMILIES."""
+    never with ``mode`` 'off'; always on CUDA; on the CPU when its ``flops_train_step`` is below its family's
+    CPU_FUSE_BELOW_FLOPS (unknown FLOPs: yes)."""
     if mode not in FUSE_MODES:
         raise ValueError(f"fuse mode must be one of {', '.join(FUSE_MODES)}, got {mode!r}")
     if mode == "off" or runs < 2:
         return False
     if torch.device(device).type == "cuda":
         return True
-    return row.get("family") not in CPU_UNFUSED_FAMILIES
+    limit = CPU_FUSE_BELOW_FLOPS.get(row.get("family"), CPU_FUSE_BELOW_FLOPS_DEFAULT)
+    return not row.get("flops_train_step") or row["flops_train_step"] < limit

@@ -98,7 +98,7 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
     slots = worker_slots(job, len(tasks))
     if len(slots) == 1:
         device, threads = slots[0]
-        return run_tasks(dataclasses.replace(job, threads=threads), tasks, device, on_outcome=on_outcome,
+        return run_tasks(dataclasses.replace(job, threads=threads, workers=1), tasks, device, on_outcome=on_outcome,
                          on_start=on_start), set()
     # Costliest first (training FLOPs per sample from the manifest) within this process's own share, then
     # within the shares it helps with, every worker walking the same list and claiming the next free task:
@@ -109,6 +109,7 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
     events, slot_queue, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     for slot in slots[1:]:
         slot_queue.put(slot)
+    job = dataclasses.replace(job, workers=len(slots))  # every worker's share of the tasks caps its groups
     outcomes, started, lock = {}, set(), threading.Lock()
 
     def record(outcome: Outcome) -> None:

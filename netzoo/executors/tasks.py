@@ -133,7 +133,7 @@ class Groups:
         self.job = job
         order = {recipe.hash: i for i, recipe in enumerate(p.recipe for p in job.parts())}
         rows = {p.recipe.hash: manifest_rows(p.zoo) for p in job.parts()}
-        self.key, self.members = {}, {}
+        self.key, self.members, self.tasks = {}, {}, len(tasks)
         for task in sorted(tasks, key=lambda t: (order.get(t.recipe_hash, 0), t.seed)):
             part = job.part(task.recipe_hash)
             key = group_key(rows[task.recipe_hash][task.network], part.recipe)
@@ -150,14 +150,17 @@ class Groups:
 
 
 def claim_group(job: TrainJob, task: Task, groups: Groups, claims: Claims, device: str) -> list[Task]:
-    """Up to MAX_GROUP_RUNS - 1 other tasks that train in ``task``'s group, claimed (their claims are now held),
-    when the job fuses and fusion pays on ``device`` (netzoo.grouping.fusion_pays); else []."""
+    """The other tasks that train in ``task``'s group, claimed (their claims are now held), when the job fuses
+    and fusion pays on ``device`` (netzoo.grouping.fusion_pays); else []. A group holds at most MAX_GROUP_RUNS
+    runs, and no more than the task list's share per worker (``job.workers``): a sweep of one network fills
+    every worker, not one."""
     others = groups.candidates(task)
     if not fusion_pays(groups.row(task), device, 1 + len(others), job.fuse):
         return []
+    size = MAX_GROUP_RUNS if not job.workers else min(MAX_GROUP_RUNS, max(2, -(-groups.tasks // job.workers)))
     group = []
     for other in others:
-        if len(group) == MAX_GROUP_RUNS - 1:
+        if len(group) == size - 1:
             break
         if claims.acquire(other.key):
             if res.key_complete(job.results, other.key):
