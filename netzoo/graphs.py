@@ -86,6 +86,7 @@ class GraphedStep:
         self._rows: torch.Tensor | None = None
         self._replay = None
         self._outputs: tuple = ()
+        self._side = None  # the warm-up steps' CUDA stream
 
     def __call__(self, rows: torch.Tensor) -> tuple:
         if self._replay is not None and tuple(rows.shape) != self.shape:
@@ -107,7 +108,9 @@ class GraphedStep:
         """A warm-up step; on CUDA on a side stream, as capture requires of the steps before it."""
         if rows.device.type != "cuda":
             return self.body(rows)
-        side, main = torch.cuda.Stream(rows.device), torch.cuda.current_stream(rows.device)
+        if self._side is None:
+            self._side = torch.cuda.Stream(rows.device)
+        side, main = self._side, torch.cuda.current_stream(rows.device)
         side.wait_stream(main)
         with torch.cuda.stream(side):
             outputs = self.body(rows)
