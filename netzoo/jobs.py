@@ -21,7 +21,7 @@ from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownN
 from netzoo.identity import check_dataset, check_folder, record_job
 from netzoo.recipe import Recipe
 from netzoo.shards import in_turn, own_share
-from netzoo.zoo import manifest_rows, matching
+from netzoo.zoo import check_files, manifest_rows, matching
 
 MAX_SEED = 2**63 - 1  # seeds are stored as int64; torch.manual_seed takes up to 2**64 - 1
 
@@ -141,9 +141,10 @@ def shard_keys(job: TrainJob) -> list[tuple[str, str, int]]:
 def plan(job: TrainJob) -> list[Task]:
     """The Tasks of ``job`` whose keys are not whole yet: this process's shard first, then the others'.
 
-    Checks the zoo against the dataset and recipe, and against the folder (one dataset, recorded in
-    DIR/dataset.json; one architecture per network name and recipe), records the job (DIR/jobs/,
-    DIR/recipes/), and moves damaged files out of the way (DIR/damaged/; their keys are planned again).
+    Checks the zoo's files against the sha256 their manifest records, the zoo against the dataset and recipe,
+    and against the folder (one dataset, recorded in DIR/dataset.json; one architecture per network name and
+    recipe), records the job (DIR/jobs/, DIR/recipes/), and moves damaged files out of the way (DIR/damaged/;
+    their keys are planned again).
     A shard i/N is where a process starts, not a fence: after every N-th key of the sorted plan from the
     i-th, it takes any key left, so whatever set of shards runs, the whole plan gets trained.
     """
@@ -151,6 +152,7 @@ def plan(job: TrainJob) -> list[Task]:
     keys = all_keys(job)
     rows = manifest_rows(job.zoo)
     architectures = {name: rows[name]["arch_id"] for name in dict.fromkeys(k[0] for k in keys)}
+    check_files(job.zoo, architectures)  # an edited file is refused before anything trains, not recorded as failed
     found = res.scan(job.results)
     check_folder(job, architectures, found)
     check_dataset(job, cached_dataset(job.dataset, job.data_root, job.download, job.devices[0]))
