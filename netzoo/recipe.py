@@ -50,6 +50,7 @@ class Recipe:
     early_stopping_patience: int = 0  # epochs without test-loss improvement before stopping; 0 = never
     early_stopping_min_delta: float = 0.0  # improvement in test loss that counts
     allow_tf32: bool = True          # CUDA only: TF32 matrix multiplies (recorded in the hash)
+    validation: float = 0.0          # fraction of the training split held out for validation, in [0, 1)
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +72,8 @@ class Recipe:
             problems.append("weight_decay and momentum must be >= 0")
         if self.early_stopping_patience < 0:
             problems.append(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
+        if not 0.0 <= self.validation < 1.0:
+            problems.append(f"validation must be a fraction of the training split in [0, 1), got {self.validation}")
         if problems:
             raise RecipeError(f"recipe {self.name!r}: " + "; ".join(problems) + ".")
 
@@ -85,14 +88,21 @@ class Recipe:
     @property
     def hash(self) -> str:
         """First 16 hex digits of sha256 over the canonical JSON of every field but ``name`` and
-        ``eval_batch_size`` (neither changes the results)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("name", "eval_batch_size")}
+        ``eval_batch_size`` (neither changes the results), and but the fields added since results were first
+        written (ADDED_FIELDS) while they hold the value that gives the old behaviour: every recipe written
+        before a field existed keeps its hash, so its results still count."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("name", "eval_batch_size")
+                   and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> "Recipe":
         """A copy with some fields changed (validated again)."""
         return from_dict({**self.to_dict(), **changes})
 
+
+# Fields added after results were first written -> the value that trains as before they existed. At that
+# value a field stays out of the hash (Recipe.hash): the study's recipe hashes as it always did.
+ADDED_FIELDS: dict[str, Any] = {"validation": 0.0}
 
 _TYPES = {"str": str, "float": float, "int": int, "bool": bool}
 

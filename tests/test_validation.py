@@ -1,0 +1,175 @@
+"""The validation split: a recipe field, held out of the training split stratified by class with a fixed split
+seed, the same for every network and training seed, and recorded per recipe beside the full dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from netzoo.datasets import VALIDATION_SEED, load_dataset
+from netzoo.errors import DatasetError, RecipeError, ResultsError
+from netzoo.identity import record_split
+from netzoo.recipe import STUDY, Recipe, from_toml, load_recipe
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+needs_mnist = pytest.mark.skipif(not (SHARED / "MNIST" / "raw").is_dir(), reason=f"no real MNIST under {SHARED}")
+
+
+# --- the recipe field ------------------------------------------------------------------------------
+def test_the_study_recipe_keeps_the_hash_it_had_before_the_validation_field():
+    # the hash every results folder written before this field records for the study's recipe
+    assert STUDY.hash == Recipe().hash == "33f1eea09af28fd1"
+    assert Recipe(validation=0).hash == STUDY.hash and from_toml("[recipe]\nvalidation = 0\n").hash == STUDY.hash
+
+
+def test_a_validation_split_enters_the_hash():
+    assert Recipe(validation=0.1).hash != STUDY.hash
+    assert Recipe(validation=0.1).hash != Recipe(validation=0.2).hash
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_a_validation_fraction_outside_0_1_is_refused(fraction):
+    with pytest.raises(RecipeError, match=r"validation must be a fraction of the training split in \[0, 1\)"):
+        Recipe(validation=fraction)
+
+
+def test_the_shipped_study_val_recipe_is_the_study_holding_out_one_twelfth():
+    recipe = load_recipe("study+val")
+    assert recipe.name == "study+val" and recipe.validation == 1 / 12
+    assert recipe.replace(validation=0.0).hash == STUDY.hash  # nothing else differs from the study's
+    assert math.ceil(recipe.validation * 60000) == 5000
+
+
+# --- the split ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _class_shares_hold(full_labels: np.ndarray, val_labels: np.ndarray, fraction: float) -> None:
+    full = np.bincount(full_labels, minlength=10)
+    held = np.bincount(val_labels, minlength=10)
+    assert held.sum() == math.ceil(fraction * len(full_labels))
+    # each class's share of the held-out samples is its share of the full split, to within one sample
+    assert np.all(np.abs(held - full * held.sum() / full.sum()) <= 1), (held, full)
+
+
+@pytest.mark.parametrize("fraction", [1 / 12, 0.25, 0.5])
+def test_the_validation_split_is_disjoint_from_training_and_together_they_are_the_training_split(digits, fraction):
+    split = digits.with_validation(fraction)
+    idx = split.validation.indices
+    rest = np.setdiff1d(np.arange(len(digits.y_train)), idx)
+    assert len(np.intersect1d(idx, rest)) == 0 and len(idx) + len(rest) == len(digits.y_train)
+    assert torch.equal(split.x_val, digits.x_train[idx]) and torch.equal(split.y_val, digits.y_train[idx])
+    assert torch.equal(split.x_train, digits.x_train[rest]) and torch.equal(split.y_train, digits.y_train[rest])
+    # no held-out image is also a training image (the split is by position; digits has no duplicate rows here)
+    train_rows = {row.numpy().tobytes() for row in split.x_train.flatten(1)}
+    assert not any(row.numpy().tobytes() in train_rows for row in split.x_val.flatten(1))
+    assert torch.equal(split.x_test, digits.x_test) and (split.mean, split.std) == (digits.mean, digits.std)
+
+
+@pytest.mark.parametrize("fraction", [1 / 12, 0.1, 0.3])
+def test_the_validation_split_is_stratified_within_one_sample_of_each_class_share(digits, fraction):
+    split = digits.with_validation(fraction)
+    _class_shares_hold(digits.y_train.numpy(), split.y_val.numpy(), fraction)
+    assert list(split.validation.class_counts) == np.bincount(split.y_val.numpy(), minlength=10).tolist()
+
+
+def test_the_validation_split_is_the_same_for_every_training_seed_and_network(digits):
+    # the split depends on the dataset, the fraction and the fixed split seed only: no global RNG, no training
+    # seed, no network enters it, so every run of a zoo holds out the same samples
+    draws = []
+    for seed in (0, 42, 12345):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        draws.append(digits.with_validation(1 / 12).validation.indices)
+    assert all(np.array_equal(draws[0], d) for d in draws[1:])
+    assert digits.with_validation(1 / 12).validation.seed == VALIDATION_SEED
+    other = digits.with_validation(1 / 12, split_seed=VALIDATION_SEED + 1).validation.indices
+    assert not np.array_equal(draws[0], other)  # the split seed, and only it, draws another split
+
+
+def test_recorded_indices_give_the_same_split_without_drawing_again(digits):
+    drawn = digits.with_validation(1 / 12)
+    given = digits.with_validation(1 / 12, indices=drawn.validation.indices[::-1].copy())
+    assert torch.equal(given.x_val, drawn.x_val) and torch.equal(given.y_train, drawn.y_train)
+    with pytest.raises(DatasetError, match="not distinct positions"):
+        digits.with_validation(1 / 12, indices=[0, 0, 5])
+    with pytest.raises(DatasetError, match="not distinct positions"):
+        digits.with_validation(1 / 12, indices=[len(digits.y_train)])
+
+
+def test_no_validation_is_the_dataset_itself(digits):
+    assert digits.with_validation(0.0) is digits
+    assert digits.x_val is None and digits.validation is None
+
+
+def test_a_split_too_small_to_stratify_is_refused_with_the_fix(digits):
+    with pytest.raises(DatasetError, match="cannot be stratified over 10 classes.*hold out at least 10 samples"):
+        digits.with_validation(0.001)
+
+
+def test_a_split_dataset_is_never_split_again_nor_described_as_the_full_one(digits):
+    split = digits.with_validation(0.25)
+    with pytest.raises(ValueError, match="already holds out"):
+        split.with_validation(0.25)
+    with pytest.raises(ValueError, match="describe the full dataset"):
+        split.describe()  # dataset.json records the full dataset: its identity never depends on a recipe
+
+
+def test_a_split_dataset_moves_its_validation_tensors_too(digits):
+    moved = digits.with_validation(0.25).to("cpu")
+    assert moved.x_val is not None and moved.y_val.device.type == "cpu"
+
+
+@pytest.mark.mnist
+@needs_mnist
+def test_study_val_holds_out_5000_of_mnist_stratified():
+    mnist = load_dataset("mnist", root=SHARED)
+    split = mnist.with_validation(load_recipe("study+val").validation)
+    assert (len(split.y_val), len(split.y_train)) == (5000, 55000)
+    _class_shares_hold(mnist.y_train.numpy(), split.y_val.numpy(), 1 / 12)
+
+
+# --- the record ---------------------------------------------------------------------------------------
+def test_the_split_is_recorded_once_per_fraction_with_its_indices(tmp_path, digits):
+    split = digits.with_validation(1 / 12).validation
+    path = record_split(tmp_path, split)
+    record = json.loads(path.read_text())
+    assert path == tmp_path / "splits" / "validation-0.08333333333333333-seed0.json"
+    assert record["train_size"] == 1437 and record["validation_size"] == 120 and record["train_size_after"] == 1317
+    assert record["seed"] == VALIDATION_SEED and record["fraction"] == 1 / 12
+    stored = np.load(tmp_path / record["indices"], allow_pickle=False)
+    assert np.array_equal(stored, split.indices) and record["indices_sha256"] == split.sha256
+    assert record_split(tmp_path, digits.with_validation(1 / 12).validation) == path  # again: the same record
+    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == [path.name, path.with_suffix(".npy").name]
+
+
+def test_another_split_under_a_recorded_name_is_refused_naming_both(tmp_path, digits):
+    split = digits.with_validation(1 / 12).validation
+    record_split(tmp_path, split)
+    other = digits.with_validation(1 / 12, split_seed=VALIDATION_SEED + 1).validation
+    forged = type(split)(split.dataset, split.fraction, split.seed, other.indices, split.train_size,
+                         other.class_counts)  # what another scikit-learn could draw under the same name
+    with pytest.raises(ResultsError, match=r"records another validation split of digits .*Pass a new --results"):
+        record_split(tmp_path, forged)
+    assert np.array_equal(np.load(tmp_path / "splits" / f"{split.name}.npy"), split.indices)  # left as it was
+
+
+@pytest.mark.parametrize("damage", [b"", b"garbage", None])
+def test_a_damaged_or_missing_indices_file_is_written_again(tmp_path, digits, damage):
+    split = digits.with_validation(1 / 12).validation
+    record_split(tmp_path, split)
+    npy = tmp_path / "splits" / f"{split.name}.npy"
+    if damage is None:
+        npy.unlink()
+    else:
+        npy.write_bytes(damage)
+    record_split(tmp_path, split)
+    assert np.array_equal(np.load(npy), split.indices)
+    assert not [p for p in (tmp_path / "splits").iterdir() if p.name.startswith(".tmp-")]
