@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from netzoo import files
 from netzoo.errors import ResultsError
 from netzoo.names import check_network_name
-from netzoo.schema import KEY, NETWORKS, TABLES, conform, table_schema
+from netzoo.schema import KEY, NETWORKS, TABLES, columns_match, conform, table_schema
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def _full_read(signature: tuple, table: str, classes: int) -> _FileCheck:
     try:
         file = pq.ParquetFile(signature[0], page_checksum_verification=True)
         got = file.schema_arrow
-        if [(f.name, f.type) for f in got] != [(f.name, f.type) for f in expected]:
+        if not columns_match(got, expected, table):
             return _FileCheck(f"its columns differ from the {table} table's (damaged, or another netzoo wrote it)")
         keys, rows = set(), []
         extra = ["dataset", "arch_id"] if table == "networks" else []

@@ -114,6 +114,11 @@ _EPOCH_FIELDS = KEY_FIELDS + [
     ("test_acc", pa.float64(), "plain accuracy on the test split, in [0, 1]; null when diverged"),
     ("test_balanced_acc", pa.float64(), "mean of per-class recalls on the test split (the study's 'accuracy'), in "
                                         "[0, 1]; null when diverged"),
+    ("val_loss", pa.float64(), "mean NLL loss on the validation split (held out of the training split: the "
+                               "recipe's validation) after the epoch; null without one"),
+    ("val_acc", pa.float64(), "plain accuracy on the validation split, in [0, 1]; null without one or when diverged"),
+    ("val_balanced_acc", pa.float64(), "mean of per-class recalls on the validation split, in [0, 1]: what networks "
+                                       "are picked and stopped early on; null without one or when diverged"),
     ("epoch_time_s", pa.float64(), "seconds of this epoch's training steps (device synchronised)"),
     ("train_time_s", pa.float64(), "cumulative seconds of training steps up to this epoch"),
     ("eval_time_s", pa.float64(), "seconds of this epoch's test evaluation"),
@@ -164,6 +169,21 @@ LAYERS = _schema(KEY_FIELDS + [
     ("grad_norm_max", pa.float64(), "max over the epoch's steps of the layer's weight-gradient L2 norm"),
     ("dead_grad_fraction", pa.float64(), "share of units whose weight gradients were zero on every step, in [0, 1]"),
 ])
+
+# Columns added after results were first written, per table. A part written before holds none of them and reads
+# them as null (``columns_match``; readers project onto the schema by name); a part written since holds them all.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"epochs": ("val_loss", "val_acc", "val_balanced_acc")}
+
+
+def columns_match(got: pa.Schema, expected: pa.Schema, table: str) -> bool:
+    """Whether a file's columns are ``expected``'s (name and type), in order, or those of a part written before
+    ADDED_COLUMNS[table] existed: every other column, none of the added ones."""
+    pairs = [(f.name, f.type) for f in got]
+    if pairs == [(f.name, f.type) for f in expected]:
+        return True
+    added = ADDED_COLUMNS.get(table, ())
+    return bool(added) and pairs == [(f.name, f.type) for f in expected if f.name not in added]
+
 
 # Folder name under --results DIR -> schema (epochs needs the class count: see table_schema).
 TABLES = ("networks", "epochs", "predictions", "layers")

@@ -114,6 +114,7 @@ def from_predictions(meta: pd.DataFrame, preds: np.ndarray, labels: np.ndarray, 
                            "train_acc": np.clip(test_acc + 0.02, 0, 1),
                            "test_loss": -np.log(np.clip(p_label, 1e-6, 1)).mean(-1).ravel(),
                            "test_acc": test_acc, "test_balanced_acc": np.nanmean(recall, -1).ravel(),
+                           "val_loss": np.nan, "val_acc": np.nan, "val_balanced_acc": np.nan,  # no validation split
                            "epoch_time_s": np.repeat(epoch_time, n_epochs),
                            "train_time_s": np.repeat(epoch_time, n_epochs) * epoch, "eval_time_s": 0.01,
                            "lr": 0.002})
@@ -195,6 +196,7 @@ def from_curves(curves: dict, costs: dict | None = None, classes: int = 3, class
             row = {"network": network, "recipe": recipe, "recipe_hash": recipe_hash, "seed": seed,
                    "epoch": epoch, "status": "done", "train_loss": 1 - value, "train_acc": value,
                    "test_loss": 1 - value, "test_acc": value, "test_balanced_acc": float(np.mean(recalls)),
+                   "val_loss": np.nan, "val_acc": np.nan, "val_balanced_acc": np.nan,  # no validation split
                    "epoch_time_s": 1.0, "train_time_s": float(epoch), "eval_time_s": 0.01, "lr": 0.002}
             row.update({f"test_acc_class_{k}": recalls[k] for k in range(classes)})
             rows.append(row)

@@ -173,3 +173,38 @@ def test_a_damaged_or_missing_indices_file_is_written_again(tmp_path, digits, da
     record_split(tmp_path, split)
     assert np.array_equal(np.load(npy), split.indices)
     assert not [p for p in (tmp_path / "splits").iterdir() if p.name.startswith(".tmp-")]
+
+
+# --- parts written before the validation columns -----------------------------------------------------
+def test_parts_written_before_the_validation_columns_still_count_read_as_null_and_compact(tmp_path):
+    import pyarrow.parquet as pq
+
+    from netzoo.compact import compact_results
+    from netzoo.results import load, part_name, scan, write_part
+    from netzoo.runner import run_job
+    from netzoo.schema import ADDED_COLUMNS, epochs_schema
+    from zoo_fixture import digits_job, make_zoo
+
+    zoo = make_zoo(tmp_path / "zoo", names=("Basic", "LinearReLU_1"))
+    results = tmp_path / "results"
+    run_job(digits_job(zoo, results, epochs=1))
+    before = load(results)
+    # Basic's epochs part as a netzoo without the validation columns wrote it, and its networks part recording
+    # that part's checksum (as that netzoo did); Basic sorts first, so its columns lead when parts are merged
+    recipe_hash = STUDY.replace(epochs=1).hash
+    old, new = ("Basic", recipe_hash, 42), ("LinearReLU_1", recipe_hash, 42)
+    part = results / "epochs" / part_name(old)
+    pq.write_table(pq.read_table(part).drop_columns(list(ADDED_COLUMNS["epochs"])), part, write_page_checksum=True)
+    network_part = results / "networks" / part_name(old)
+    write_part(results, "networks", pq.read_table(network_part).replace_schema_metadata(None), old, 10)
+    assert set(scan(results, fresh=True).complete) == {old, new}
+    after = load(results)
+    assert len(after.epochs) == len(before.epochs) and after.epochs["val_balanced_acc"].isna().all()
+    compact_results(results)  # an old part and a new one merge into one file in the schema's columns
+    assert set(scan(results, fresh=True).complete) == {old, new}
+    (merged,) = (results / "epochs").glob("compact-*.parquet")
+    assert pq.read_schema(merged).names == epochs_schema(10).names
+    compacted = load(results)
+    assert list(compacted.epochs.columns) == list(before.epochs.columns)
+    assert compacted.epochs.sort_values("network")["test_acc"].tolist() == \
+        before.epochs.sort_values("network")["test_acc"].tolist()
