@@ -220,8 +220,13 @@ def compact(results) -> None:
 @click.option("--results", type=PATH, required=True)
 @click.option("--out", type=PATH, default=None, help="report folder (default RESULTS/report)")
 @click.option("--open", "open_browser", is_flag=True, help="open the report in a browser")
-def report(results, out, open_browser) -> None:
+@click.option("--select-on", type=click.Choice(["val", "test"]), default=None,
+              help="the split networks are picked on (default: val when the results hold a validation split)")
+def report(results, out, open_browser, select_on) -> None:
     """Write the HTML report (the exam's answers, charts and findings) to OUT/index.html.
+
+    Networks are picked (best network, gold stars, ensembles, Pareto fronts, best recipe, cascade candidates) on
+    the validation split when the results hold one, and reported on the test split; the header says which.
 
     Example:
 
@@ -229,7 +234,7 @@ def report(results, out, open_browser) -> None:
     """
     from netzoo.report import write_report
 
-    path = write_report(results, out=out, open_browser=open_browser)
+    path = write_report(results, out=out, open_browser=open_browser, select_on=select_on)
     click.echo(f"report: {path}")
 
 
@@ -241,8 +246,10 @@ def report(results, out, open_browser) -> None:
 @click.option("--known-label-errors", type=PATH, default=None,
               help="label-issues: FILE of known label errors (one test index per line); prints precision at k")
 @click.option("--network", default=None, help="label-issues: the network cleanlab judges alone (default: the "
-                                              "best by training accuracy)")
-def exam(question, results, as_csv, epoch, known_label_errors, network) -> None:
+                                              "best on the validation split, else by training accuracy)")
+@click.option("--select-on", type=click.Choice(["val", "test"]), default=None,
+              help="the split networks are picked on (default: val when the results hold a validation split)")
+def exam(question, results, as_csv, epoch, known_label_errors, network, select_on) -> None:
     """Print one exam question's answer: 1…10, pareto, ensembles, agreement, label-issues or cascades.
 
     Notes (runs left out, cleanlab missing, precision at k) go to stderr.
@@ -255,12 +262,13 @@ def exam(question, results, as_csv, epoch, known_label_errors, network) -> None:
     from analysis.exam import answer
     from analysis.population import left_out_note
 
-    frame = answer(question, results, epoch=epoch, known_label_errors=known_label_errors, network=network)
+    frame = answer(question, results, epoch=epoch, known_label_errors=known_label_errors, network=network,
+                   select_on=select_on)
     click.echo(frame.to_csv(index=False).rstrip("\n") if as_csv else frame.to_string(index=False))
     notes = frame.attrs.get("notes", [])
     for note in notes:  # what a reader must know beside the table: on stderr, so --csv stays clean
         click.echo(note, err=True)
-    if not notes and not as_csv and frame.attrs.get("left_out"):
+    if not as_csv and frame.attrs.get("left_out") and not any("left out" in note for note in notes):
         click.echo(left_out_note(frame.attrs["left_out"]).strip())
 
 

@@ -81,7 +81,7 @@ def test_a_question_without_data_is_listed_as_not_shown(tmp_path):
 
 def test_cli_report_writes_to_out(tmp_path, written, monkeypatch):
     results, _ = written
-    monkeypatch.setattr(report, "collect_sections", lambda tables, results_dir=None: [])  # the wiring only
+    monkeypatch.setattr(report, "collect_sections", lambda tables, results_dir=None, select_on=None: [])  # the wiring only
     result = CliRunner().invoke(cli, ["report", "--results", str(results), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "index.html").is_file() and "report:" in result.output
@@ -109,7 +109,7 @@ def test_open_flag_opens_the_report_in_a_browser(written, monkeypatch, tmp_path)
     results, _ = written
     opened = []
     monkeypatch.setattr(report.webbrowser, "open", opened.append)
-    monkeypatch.setattr(report, "collect_sections", lambda tables, results_dir=None: [])
+    monkeypatch.setattr(report, "collect_sections", lambda tables, results_dir=None, select_on=None: [])
     path = report.write_report(results, out=tmp_path / "o", open_browser=True)
     assert opened == [path.resolve().as_uri()]
 
