@@ -215,6 +215,23 @@ def compact(results) -> None:
     click.echo(compact_results(results))
 
 
+@cli.command()
+@click.option("--results", type=PATH, required=True)
+@click.option("--out", type=PATH, required=True, help="a new (or empty) folder for the export")
+def export(results, out) -> None:
+    """Export the whole networks of RESULTS as a dataset anyone can load without netzoo: Parquet tables, the
+    generated code, a dataset card (README.md, read by the Hugging Face Hub) and Croissant metadata.
+
+    Example:
+
+        netzoo export --results results/mnist --out exports/mnist
+    """
+    from netzoo.export import export_results
+
+    path = export_results(results, out)
+    click.echo(f"export: {path} (README.md, croissant.json, data/, zoos/)")
+
+
 # --- analysis ------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--results", type=PATH, required=True)

@@ -75,7 +75,7 @@ def compact_table(folder: Path, parts: list[Path], token: str, max_rows: int = M
     written, rows = [], 0
     try:
         for i, chunk in enumerate(_chunks(parts, max_rows)):
-            merged = _sorted(pa.concat_tables([pq.read_table(p).replace_schema_metadata(None) for p in chunk],
+            merged = sort_rows(pa.concat_tables([pq.read_table(p).replace_schema_metadata(None) for p in chunk],
                                               promote_options="permissive"))
             # parts written before and after a column was added (schema.ADDED_COLUMNS): the schema's order
             schema = table_schema(folder.name, classes_of(folder.parent))
@@ -139,7 +139,7 @@ def _chunks(parts: list[Path], max_rows: int) -> list[list[Path]]:
     return chunks
 
 
-def _sorted(table: pa.Table) -> pa.Table:
+def sort_rows(table: pa.Table) -> pa.Table:
     """Rows sorted by key, then epoch, sample or layer where the table has them."""
     keys = [(c, "ascending") for c in SORT_COLUMNS if c in table.column_names]
     return table.sort_by(keys)

@@ -50,3 +50,7 @@ class ResultsError(NetzooError):
 
 class GenerationError(NetzooError):
     """A rendered network failed to import, build or run its forward pass."""
+
+
+class ExportError(NetzooError):
+    """An export target that exists and is not empty, or results that cannot be exported whole (a zoo gone)."""

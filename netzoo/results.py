@@ -573,6 +573,26 @@ def _read_rows(sources: dict, table: str, schema: pa.Schema, columns: list[str],
     return pa.concat_tables(pieces) if pieces else schema.empty_table().select(columns)
 
 
+def read_keys(results_dir, table: str, keys, found: Scan | None = None) -> pa.Table:
+    """The rows of ``table`` of the whole ``keys`` (by ``scan``; ``found``: a scan already made) as one pyarrow
+    table of the schema's columns, from the files the scan names (their networks filtered in the read, so a big
+    compact file costs only the row groups of these networks). Raises ResultsError for a key that is not whole
+    or a file that changed since the scan."""
+    found = scan(results_dir) if found is None else found
+    keys = [tuple(k) for k in keys]
+    missing = [k for k in keys if k not in found.complete]
+    if missing:
+        raise ResultsError(f"{Path(results_dir)}: {missing[0]} is not whole (netzoo verify lists why)")
+    schema = table_schema(table, classes_of(results_dir))
+    failed: set = set()
+    rows = _read_rows({k: found.complete[k] for k in keys}, table, schema, schema.names,
+                      pc.field("network").isin(sorted({k[0] for k in keys})), failed)
+    if failed:
+        raise ResultsError(f"{Path(results_dir)} changed while it was read ({sorted(failed)[0]}): run again once "
+                           f"no netzoo train or compact writes to it.")
+    return rows
+
+
 def to_frame(table: pa.Table, schema: pa.Schema) -> pd.DataFrame:
     """A pyarrow table as pandas with the schema's dtypes (nullable ints as 'Int64')."""
     frame = table.to_pandas()

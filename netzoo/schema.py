@@ -170,6 +170,15 @@ LAYERS = _schema(KEY_FIELDS + [
     ("dead_grad_fraction", pa.float64(), "share of units whose weight gradients were zero on every step, in [0, 1]"),
 ])
 
+# What one row of each table is: the dataset card and the Croissant metadata of an export (netzoo.export) say it.
+TABLE_DOCS = {
+    "manifest": "one row per network of a zoo, written by the generator: architecture, costs, generated file",
+    "networks": "one row per trained run (network, recipe_hash, seed): the manifest row plus the training figures",
+    "epochs": "one row per run and epoch: losses, accuracies (train, validation, test), times",
+    "predictions": "one row per run, epoch and test sample: label, predicted class and each class's probability",
+    "layers": "one row per run, epoch and layer: activation and gradient statistics",
+}
+
 # Columns added after results were first written, per table. A part written before holds none of them and reads
 # them as null (``columns_match``; readers project onto the schema by name); a part written since holds them all.
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"epochs": ("val_loss", "val_acc", "val_balanced_acc")}
