@@ -15,8 +15,9 @@ carries CRC-32 page checksums; a key's ``networks`` part, written last, records 
 epochs, predictions and layers parts (key-value metadata ``netzoo.parts``); ``netzoo compact`` records the
 sha256 and the keys of each compact file in ``DIR/<table>/.compact-<token>.json``. A key is whole when its
 networks row reads in full (checksums verified, schema, its own key), every other part matches its recorded
-sha256 (or, once compacted, sits in a compact file that matches its own), and its row agrees with what the
-folder records (dataset.json's dataset, the architecture DIR/jobs/ records for its name and recipe).
+sha256 (or, once compacted, sits in a compact file that matches its own), every weights file its row records
+(DIR/weights/, ``weights_sha256``) matches its sha256, and its row agrees with what the folder records
+(dataset.json's dataset, the architecture DIR/jobs/ records for its name and recipe).
 Anything else is damaged, incomplete or inconsistent: never returned by ``load``, retrained by train.
 """
 
@@ -44,7 +45,7 @@ from netzoo.schema import KEY, NETWORKS, TABLES, columns_match, conform, table_s
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, int]               # (network, recipe_hash, seed)
-NULLABLE_INT_COLUMNS = ("peak_memory_bytes", "pred")  # int64 columns that may hold nulls: pandas "Int64"
+NULLABLE_INT_COLUMNS = ("peak_memory_bytes", "pred", "weights_bytes")  # int64 columns that may hold nulls: "Int64"
 COMPACT_PREFIX = "compact-"
 SEP = "--"                                # between the key's parts in a part file's name
 INDEX_PREFIX = ".compact-"                # DIR/<table>/.compact-<token>.json: what a compaction wrote
@@ -60,6 +61,15 @@ def part_name(key: Key) -> str:
     """The file name of a key's part in every table: '<network>--<recipe_hash>--<seed>.parquet'."""
     network, recipe_hash, seed = key
     return f"{check_network_name(network)}{SEP}{recipe_hash}{SEP}{int(seed)}.parquet"
+
+
+WEIGHTS_DIR = "weights"                   # DIR/weights/<part stem>/epoch-<E>.safetensors (netzoo.weights writes them)
+
+
+def weights_file(key: Key, epoch: int) -> str:
+    """Where a key's weights after ``epoch`` live, relative to the results folder:
+    'weights/<network>--<recipe_hash>--<seed>/epoch-<E>.safetensors'."""
+    return f"{WEIGHTS_DIR}/{Path(part_name(key)).stem}/epoch-{int(epoch)}.safetensors"
 
 
 def key_of(path: Path) -> Key | None:
@@ -223,7 +233,7 @@ class _FileCheck:
 
     error: str | None
     keys: frozenset = frozenset()
-    rows: tuple = ()        # (key, dataset, arch_id) of a networks file
+    rows: tuple = ()        # (key, dataset, arch_id, ((epoch, weights sha256), …)) of a networks file
     metadata: str = ""      # the netzoo.parts record of a networks part
 
 
@@ -275,11 +285,15 @@ def _full_read(signature: tuple, table: str, classes: int) -> _FileCheck:
             return _FileCheck(f"its columns differ from the {table} table's (damaged, or another netzoo wrote it)")
         keys, rows = set(), []
         extra = ["dataset", "arch_id"] if table == "networks" else []
+        weights = table == "networks" and "weights_sha256" in got.names  # a part written before them has none
         for batch in file.iter_batches(batch_size=65536):
             cols = [batch.column(c).to_pylist() for c in (*KEY, *extra)]
             keys.update(zip(*cols[:3]))
             if extra:
-                rows += [((n, h, s), d, a) for n, h, s, d, a in zip(*cols)]
+                saved = (zip(batch.column("weights_epochs").to_pylist(), batch.column("weights_sha256").to_pylist())
+                         if weights else [(None, None)] * batch.num_rows)
+                rows += [((n, h, s), d, a, tuple(zip(e or [], w or [])))
+                         for (n, h, s, d, a), (e, w) in zip(zip(*cols), saved)]
         metadata = (got.metadata or {}).get(PARTS_METADATA, b"").decode()
     except (OSError, pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
         return _FileCheck(f"unreadable ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})")
@@ -357,7 +371,29 @@ class _Layout:
 
 
 def _decide(layout: _Layout, key: Key) -> tuple[dict | None, Problem | None, tuple | None]:
-    """(sources by table, None, row) for a whole key; (None, Problem, row or None) for any other."""
+    """(sources by table, None, row) for a whole key; (None, Problem, row or None) for any other: its tables'
+    files (``_decide_tables``), then the weights files its networks row records (each must match its sha256)."""
+    sources, problem, row = _decide_tables(layout, key)
+    if problem is not None or row is None:
+        return sources, problem, row
+    for epoch, sha256 in row[3]:
+        path = layout.dir / weights_file(key, epoch)
+        try:
+            same = file_sha256(path) == sha256
+        except FileNotFoundError:
+            moved = layout.dir / DAMAGED_DIR / path.parent.name / path.name
+            note = f" (a damaged one is in {moved.parent})" if moved.exists() else ""
+            return None, Problem(key, "incomplete", f"no weights file for epoch {epoch}{note}"), row
+        except OSError as exc:
+            same, _ = False, exc
+        if not same:
+            return None, Problem(key, "damaged", f"weights file {path.name} of epoch {epoch}: its bytes differ from "
+                                                 f"the sha256 its networks row recorded", (path,)), row
+    return sources, None, row
+
+
+def _decide_tables(layout: _Layout, key: Key) -> tuple[dict | None, Problem | None, tuple | None]:
+    """``_decide`` for the tables' files: networks, epochs, predictions, layers."""
 
     def damaged(what, *paths):
         return None, Problem(key, "damaged", what, tuple(paths)), row
@@ -450,7 +486,7 @@ def scan(results_dir, keys=None, fresh: bool = False) -> Scan:
     for key in sorted(layout.candidates() if wanted is None else wanted, key=lambda k: (k[0], k[1], k[2])):
         sources, problem, row = _decide(layout, key)
         if row is not None:
-            _, trained_on, arch_id = row
+            _, trained_on, arch_id, _ = row
             found.rows[key] = {"dataset": trained_on, "arch_id": arch_id}
             recorded = architectures.get(key[:2])
             if problem is None and dataset is not None and trained_on != dataset:
@@ -669,6 +705,15 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
             data = data.filter(pc.invert(pc.is_in(_key_strings(data), pa.array(sorted(map(_key_string, failed))))))
         frames[table] = to_frame(data.select(cols), schema)
     return ResultTables(**frames)
+
+
+def load_network(results_dir, network: str, seed: int | None = None, recipe: str | None = None,
+                 epoch: int | str = "last"):
+    """The trained network of one run, in eval mode: its generated class with the weights saved after ``epoch``
+    (see netzoo.weights.load_network, which does the work)."""
+    from netzoo.weights import load_network as build
+
+    return build(results_dir, network, seed=seed, recipe=recipe, epoch=epoch)
 
 
 # --- documentation -----------------------------------------------------------------------------------

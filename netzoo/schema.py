@@ -94,6 +94,16 @@ NETWORKS = _schema(
         ("git_commit", pa.string(), "git commit of the netzoo checkout, or null"),
         ("torch_version", pa.string(), "torch version"),
         ("finished_at", pa.timestamp("us", tz="UTC"), "when its results were written"),
+        ("weights_file", pa.string(), "the state dict after the last epoch, as safetensors, relative to the results "
+                                      "folder (weights/<network>--<recipe_hash>--<seed>/epoch-<E>.safetensors); null "
+                                      "when not saved (--save-weights none)"),
+        ("weights_bytes", pa.int64(), "size of weights_file in bytes; null when not saved; pandas 'Int64'"),
+        ("weights_dtype", pa.string(), "float32 or float16: the dtype of the floating-point tensors in the weights "
+                                       "files; null when not saved"),
+        ("weights_epochs", pa.list_(pa.int64()), "the epochs whose state dict is saved, one file each (--save-weights "
+                                                 "last: the last; every: all); empty or null when none is"),
+        ("weights_sha256", pa.list_(pa.string()), "sha256 of each saved epoch's file, in weights_epochs order: the key "
+                                                  "is whole only while these files are"),
     ]
 )
 
@@ -181,7 +191,10 @@ TABLE_DOCS = {
 
 # Columns added after results were first written, per table. A part written before holds none of them and reads
 # them as null (``columns_match``; readers project onto the schema by name); a part written since holds them all.
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"epochs": ("val_loss", "val_acc", "val_balanced_acc")}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "epochs": ("val_loss", "val_acc", "val_balanced_acc"),
+    "networks": ("weights_file", "weights_bytes", "weights_dtype", "weights_epochs", "weights_sha256"),
+}
 
 
 def columns_match(got: pa.Schema, expected: pa.Schema, table: str) -> bool:
