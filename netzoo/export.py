@@ -6,6 +6,7 @@
     OUT/croissant.json                   Croissant 1.0 metadata: every table and column (from netzoo.schema)
     OUT/data/<table>/<table>-NNNNN.parquet   networks, epochs, predictions, layers: sorted by key, zstd
     OUT/zoos/<zoo>/manifest.parquet, <Network>.py   the generated code of every exported network
+    OUT/weights/<network>--<recipe_hash>--<seed>/epoch-<E>.safetensors   the trained weights, where saved
     OUT/jobs/<recipe_hash>.json          which zoo (a path inside OUT) trained each recipe's networks
     OUT/recipes/, OUT/splits/, OUT/dataset.json     the recipes, validation splits and dataset, as recorded
 
@@ -72,6 +73,7 @@ def export_results(results_dir, out) -> Path:
         networks = pq.read_table(staging / "data" / "networks")
         zoos = _copy_zoos(results_dir, networks, staging)
         _copy_records(results_dir, networks, zoos, staging)
+        _copy_weights(results_dir, networks, staging)
         facts = _facts(results_dir, networks, rows)
         files.atomic_write_text(staging / "croissant.json", json.dumps(croissant(facts), indent=1))
         files.atomic_write_text(staging / "README.md", dataset_card(facts))
@@ -170,6 +172,19 @@ def _copy_records(results_dir: Path, networks: pa.Table, zoos: dict[str, str], o
                         ignore=shutil.ignore_patterns(f"{files.TMP_PREFIX}*"))
 
 
+def _copy_weights(results_dir: Path, networks: pa.Table, out: Path) -> None:
+    """Every saved weights file of the exported runs, at the same path under OUT (the networks rows name them;
+    the scan that chose the whole keys checked their sha256)."""
+    if "weights_epochs" not in networks.column_names:
+        return
+    for network, recipe_hash, seed, epochs in zip(*(networks[c].to_pylist() for c in
+                                                    ("network", "recipe_hash", "seed", "weights_epochs"))):
+        for epoch in epochs or []:
+            relative = res.weights_file((network, recipe_hash, seed), epoch)
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(results_dir / relative, out / relative)
+
+
 # --- what the export says about itself -----------------------------------------------------------
 def _facts(results_dir: Path, networks: pa.Table, rows: dict[str, int]) -> dict:
     """Name, dataset, counts and the tables' files: what the card and the Croissant metadata state."""
@@ -225,6 +240,15 @@ def croissant(facts: dict) -> dict:
             fields.append(field)
         record_sets.append({"@type": "cr:RecordSet", "@id": table, "name": table, "description": TABLE_DOCS[table],
                             "field": fields})
+    distribution += [
+        {"@type": "cr:FileSet", "@id": "code-files", "name": "code-files", "encodingFormat": "text/x-python",
+         "description": "the generated PyTorch code of each network: class <network> in zoos/<zoo>/<network>.py "
+                        "(jobs/<recipe_hash>.json names the zoo of each recipe)", "includes": "zoos/*/*.py"},
+        {"@type": "cr:FileSet", "@id": "weights-files", "name": "weights-files",
+         "encodingFormat": "application/octet-stream",
+         "description": "each run's state dict after a saved epoch, as safetensors (networks.weights_file names the "
+                        "last one): load_state_dict of the network's class takes it", "includes": "weights/*/*.safetensors"},
+    ]
     return {"@context": CROISSANT_CONTEXT, "@type": "sc:Dataset", "name": facts["name"],
             "description": _summary(facts), "conformsTo": "http://mlcommons.org/croissant/1.0",
             "datePublished": facts["date"], "version": facts["version"],
@@ -273,6 +297,7 @@ with `status` saying so (its accuracies are null): leave it out of any answer.
 README.md, croissant.json           this card; Croissant 1.0 metadata describing every table and column
 data/<table>/<table>-NNNNN.parquet  networks, epochs, predictions, layers (sorted by key)
 zoos/<zoo>/manifest.parquet         the generated networks (the manifest table) and their code: <Network>.py
+weights/<network>--<recipe_hash>--<seed>/epoch-<E>.safetensors   trained state dicts (networks.weights_file)
 jobs/<recipe_hash>.json             the zoo (a folder here) that trained each recipe's networks
 recipes/<recipe_hash>.json          each recipe, resolved; dataset.json: the dataset; splits/: validation splits
 ```
@@ -286,11 +311,32 @@ from datasets import load_dataset
 epochs = load_dataset("parquet", data_files="data/epochs/*.parquet", split="train")
 ```
 
+## Rebuilding a trained network (PyTorch and safetensors, no netzoo)
+
+{REBUILD}
 ## Tables
 
 {_schema_sections()}
 """
     return "\n".join(header) + "\n" + body
+
+
+# How anyone rebuilds a run's network from the export: the card shows it, tests/test_export.py runs it.
+REBUILD = """```python
+import importlib.util, json
+import pandas as pd
+from safetensors.torch import load_file
+
+run = pd.read_parquet("data/networks").dropna(subset=["weights_file"]).iloc[0]  # a run saved with its weights
+zoo = json.load(open(f"jobs/{run.recipe_hash}.json"))["zoo"]                   # the zoo that trained it
+spec = importlib.util.spec_from_file_location(run.network, f"{zoo}/{run.file}")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)                                                 # the generated file: plain PyTorch
+model = getattr(module, run.network)()
+model.load_state_dict(load_file(run.weights_file))                              # float16 files load into float32
+model.eval()
+```
+"""
 
 
 def _schema_sections() -> str:
