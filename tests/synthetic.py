@@ -74,8 +74,10 @@ def networks_frame(meta: pd.DataFrame, epochs: int, classes: int, recipe: str = 
     frame["template"] = frame["family"].str.lower() + ".py.j2"
     frame["input_shape"] = "1x8x8"
     frame["classes"] = classes
-    for column in ("layer_types", "widths", "kernel_sizes", "biases", "activations_after"):
+    for column in ("layer_types", "widths", "kernel_sizes", "biases", "activations_after", "weights_epochs",
+                   "weights_sha256"):
         frame[column] = [[] for _ in range(n)]
+    frame = frame.assign(weights_file=None, weights_bytes=None, weights_dtype=None)  # saved without weights
     frame = frame.assign(dropout=0.0, batch_norm=False, hparams="{}", spec="synthetic", spec_hash="0" * 64,
                          zoo_seed=0, recipe=recipe, recipe_hash=recipe_hash,
                          recipe_json=json.dumps({"name": recipe, "epochs": epochs}), dataset=dataset,
