@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.population import BASIC, COSTS, METRIC, final_epochs, population, recipe_answers, selection_metric, split_of
+from analysis.population import (BASIC, COSTS, METRIC, final_epochs, population, recipe_answers, recipe_hash,
+                                 selection_metric, split_of)
 from netzoo.errors import ResultsError
 
 PARETO_COSTS = ("params", "memory", "train_time_s", "flops_forward")
@@ -169,9 +170,22 @@ def agreement(tables, epoch: int | None = None, recipe: str | None = None) -> pd
     return frame
 
 
-def report_sections(tables, ensemble_predictions: pd.DataFrame | None = None, select_on: str | None = None) -> list:
-    """Report sections for Pareto fronts, ensembles and agreement (see analysis.beyond_report);
-    ``ensemble_predictions``: predictions with probs of the ensembles' runs, when the tables' lack probs."""
-    from analysis.beyond_report import beyond_sections
+def ensemble_predictions(results_dir, tables, epoch: int | None = None, recipe: str | None = None,
+                         metric: str = METRIC, select_on: str | None = None) -> pd.DataFrame:
+    """Predictions at ``epoch`` (default: each run's last), probs included, of only the runs the ensembles use
+    (runs that answered: never a diverged or failed one; picked on ``select_on``), read through
+    netzoo.results.load (whole keys only) with a filter on those keys: 40M prediction rows cost no more than the
+    few runs needed."""
+    from netzoo.results import load
 
-    return beyond_sections(tables, ensemble_predictions, select_on=select_on)
+    chosen = recipe_hash(tables, recipe)
+    runs = ensemble_runs(tables, metric=metric, epoch=epoch, recipe=recipe, select_on=select_on)
+    members = sorted({member for group in runs.values() for member in group})
+    if not members:
+        return pd.DataFrame()
+    at = final_epochs(recipe_answers(tables, recipe)[0].epochs, epoch)[["network", "seed", "epoch"]]
+    at = at[pd.MultiIndex.from_frame(at[["network", "seed"]]).isin(members)]
+    frame = load(results_dir, tables=["predictions"], keys=[(n, chosen, s) for n, s in members],
+                 epoch="last" if epoch is None else epoch).predictions
+    # each member at its own epoch (its last, without ``epoch``)
+    return frame.merge(at.astype({"seed": "int64", "epoch": "int64"}), on=["network", "seed", "epoch"])

@@ -71,10 +71,14 @@ BUILDERS = [
 ]
 
 
-def beyond_sections(tables, ensemble_predictions=None, select_on: str | None = None) -> list[Section]:
-    """Sections for Pareto fronts, ensembles and agreement (ensembles from ``ensemble_predictions`` if given);
-    networks picked on ``select_on`` (analysis.population.selection_metric)."""
-    builders = [(key, title, question, partial(build, predictions=ensemble_predictions) if key == "ensembles"
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
+    """The report's sections for Pareto fronts, ensembles and agreement, networks picked on ``select_on``
+    (analysis.population.selection_metric). With ``results_dir``, the ensembles read their runs' probabilities
+    from it (``beyond.ensemble_predictions``) when the tables' predictions lack them."""
+    predictions = None
+    if results_dir is not None and "probs" not in tables.predictions.columns:
+        predictions = beyond.ensemble_predictions(results_dir, tables, select_on=select_on)
+    builders = [(key, title, question, partial(build, predictions=predictions) if key == "ensembles"
                  else build) for key, title, question, build in BUILDERS]
     sections = collect(with_selection(builders, select_on), tables)
     for section in sections:

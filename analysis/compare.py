@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from analysis.seeds import per_network
+from netzoo import files
 
 METRIC = "test_balanced_acc"
 
@@ -141,9 +142,8 @@ def compare_text(results_a, results_b, out=None, limit: int = 10) -> str:
         out.mkdir(parents=True, exist_ok=True)
         fig = scatter_chart(pairs, names[0], names[1])
         for suffix in ("png", "svg"):
-            fig.savefig(out / f"compare.{suffix}", dpi=120)
-        rho.to_csv(out / "rank_correlation.csv", index=False)
-        both.to_csv(out / "findings.csv", index=False)
-        pairs.to_csv(out / "accuracy_pairs.csv", index=False)
+            files.atomic_write(out / f"compare.{suffix}", lambda f: fig.savefig(f, format=suffix, dpi=120))
+        for name, table in (("rank_correlation", rho), ("findings", both), ("accuracy_pairs", pairs)):
+            files.atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
         lines += ["", f"written: {out / 'compare.png'}, rank_correlation.csv, findings.csv, accuracy_pairs.csv"]
     return "\n".join(lines)

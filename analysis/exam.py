@@ -273,10 +273,8 @@ def _answer(question, results_dir, epoch, recipe, metric, select_on, **options) 
         return beyond.agreement(tables, recipe=recipe)
     tables = load(results_dir, tables=["networks", "epochs"])
     if question == "ensembles":  # probabilities of only the ensembles' runs: a filtered read
-        from netzoo.report import ensemble_predictions
-
-        predictions = ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric,
-                                           select_on=select_on)
+        predictions = beyond.ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric,
+                                                  select_on=select_on)
         return beyond.ensembles(tables, metric=metric, epoch=epoch, recipe=recipe, predictions=predictions,
                                 select_on=select_on)
     kw = {"metric": metric, "recipe": recipe}
@@ -294,14 +292,7 @@ def _answer(question, results_dir, epoch, recipe, metric, select_on, **options) 
     return q7_late_bloomers(tables, epoch=epoch, **kw)
 
 
-def report_sections(tables, select_on: str | None = None) -> list:
-    """The exam's report sections (questions 1-10), in order; see analysis.exam_report."""
-    from analysis.exam_report import exam_sections
-
-    return exam_sections(tables, select_on=select_on)
-
-
 __all__ = ["answer", "q1_attempts", "q2_accuracy", "q3_train_time", "q4_params", "q5_memory", "q6_ops",
            "q7_curves", "q7_late_bloomers", "q7_rank_stability", "settled_epoch", "q8_samples",
-           "q9_best_percentiles", "q10_best_vs_basic", "by_group", "best_network", "report_sections",
+           "q9_best_percentiles", "q10_best_vs_basic", "by_group", "best_network",
            "mean_over_seeds", "for_recipe"]

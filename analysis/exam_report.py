@@ -21,7 +21,7 @@ from analysis.population import (BASIC, GOLD, GOOD, METRIC, SPLIT_NAMES, as_tabl
                                  population)
 from analysis.samples import q8_counts
 from analysis.section import Section
-from netzoo.errors import NetzooError
+from netzoo.errors import DatasetError, NetzooError
 
 log = logging.getLogger(__name__)
 SHOW_NAMES = 8      # names listed in a finding before "and N more"
@@ -171,11 +171,11 @@ def test_images(tables) -> tuple[np.ndarray | None, str]:
     if "dataset" not in networks.columns or networks.empty:
         return None, "the networks table names no dataset"
     name = str(networks["dataset"].mode().iloc[0])
-    try:
-        from netzoo.datasets import load_dataset
+    from netzoo.datasets import load_dataset
 
+    try:
         return load_dataset(name).x_test.cpu().numpy(), ""
-    except Exception as exc:  # missing files, no download: the grid is optional
+    except (DatasetError, OSError) as exc:  # unknown or missing files, no download: the grid is optional
         return None, f"the {name} test images could not be loaded ({exc})"
 
 
@@ -250,7 +250,8 @@ BUILDERS = [
 ]
 
 
-def exam_sections(tables, select_on: str | None = None) -> list[Section]:
-    """Sections for questions 1-10, in order (Q8 adds one per kind of sample); networks picked on ``select_on``
-    (analysis.population.selection_metric)."""
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
+    """The report's sections for questions 1-10, in order (Q8 adds one per kind of sample), networks picked on
+    ``select_on`` (analysis.population.selection_metric); ``results_dir``: unused (the report modules' one
+    signature)."""
     return collect(with_selection(BUILDERS, select_on), tables)

@@ -49,11 +49,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.population import as_tables, for_recipe, selection_metric, split_of
+from analysis.population import answering_runs, as_tables, for_recipe, selection_metric, split_of
 from analysis.samples import KINDS, classify
 from netzoo.errors import LabelListError, ResultsError
 
-ANSWERING = ("done", "stopped_early")   # networks.status of a run whose predictions are an answer
 KS = (10, 20, 50, 100)                  # k of precision at k and of top-k overlaps
 SIZES = (10, 30, 100)                   # population sizes of the stability check
 TOP = 50                                # top-k compared across population sizes
@@ -65,17 +64,15 @@ NO_CLEANLAB = ("cleanlab is not installed: the cleanlab columns are empty "
 
 # --- the runs that answer ------------------------------------------------------------------------
 def answering_predictions(tables) -> tuple[pd.DataFrame, int]:
-    """The predictions of runs that answer (networks.status done or stopped_early, no null pred or probs at
-    any epoch), and how many runs of the networks table were left out. One place decides this for
-    label_issues and cascades (to become analysis.population's helper for diverged runs once it exists);
-    NaN inside stored probabilities is caught where they are stacked (run_probs, cascades)."""
+    """The predictions of runs that answer, and how many runs of the networks table were left out.
+
+    ``analysis.population.answering_runs`` drops the runs that diverged or failed; a run left with a null pred
+    or probs at some epoch (results written before diverged epochs stored nulls) is dropped here too. NaN
+    inside stored probabilities is caught where they are stacked (run_probs, cascades)."""
     tables = as_tables(tables)
-    networks, preds = tables.networks, tables.predictions
     key = ["network", "seed"]
-    all_runs = networks[key].drop_duplicates() if len(networks) else preds[key].drop_duplicates()
-    if len(networks) and "status" in networks.columns:
-        ok = networks[networks["status"].isin(ANSWERING)][key].drop_duplicates()
-        preds = preds.merge(ok, on=key, how="inner")
+    all_runs = (tables.networks if len(tables.networks) else tables.predictions)[key].drop_duplicates()
+    preds = answering_runs(tables)[0].predictions
     if "probs" in preds.columns and len(preds):
         null = preds["probs"].isna() | (preds["pred"].isna() if "pred" in preds.columns else False)
         bad = preds.loc[null, key].drop_duplicates()

@@ -19,13 +19,13 @@ counts with its last recorded epoch (``final_epochs``): a run stopped early answ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from netzoo.errors import ResultsError
+from netzoo.results import ResultTables
 
 METRIC = "test_balanced_acc"   # the study's "accuracy": mean per-class recall on the test split
 BASIC = "Basic"                # the study's reference network (and its family)
@@ -49,22 +49,13 @@ SPLIT_NAMES = {"val": "validation", "test": "test"}
 ANSWERING = ("done", "stopped_early")                 # statuses of runs whose numbers are answers
 
 
-@dataclass(frozen=True)
-class Tables:
-    """The four results tables, as netzoo.results.load returns them (any object with these attributes works)."""
-
-    networks: pd.DataFrame
-    epochs: pd.DataFrame
-    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
-    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-def as_tables(tables) -> Tables:
-    """Any object with networks/epochs/predictions/layers attributes as a Tables (missing ones empty)."""
-    if isinstance(tables, Tables):
+def as_tables(tables) -> ResultTables:
+    """Any object with networks/epochs/predictions/layers attributes as netzoo.results' ResultTables (missing
+    ones empty)."""
+    if isinstance(tables, ResultTables):
         return tables
-    return Tables(*(getattr(tables, name, None) if getattr(tables, name, None) is not None else pd.DataFrame()
-                    for name in ("networks", "epochs", "predictions", "layers")))
+    return ResultTables(*(getattr(tables, name, None) if getattr(tables, name, None) is not None
+                          else pd.DataFrame() for name in ("networks", "epochs", "predictions", "layers")))
 
 
 # --- which runs answer: one rule for every analysis --------------------------------------------------
@@ -78,7 +69,7 @@ def _runs_of(frame: pd.DataFrame, columns: list[str]) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(frame[columns].astype({"seed": "int64"} if "seed" in columns else {}))
 
 
-def answering_runs(tables) -> tuple[Tables, int]:
+def answering_runs(tables) -> tuple[ResultTables, int]:
     """The tables without the runs that are not answers, and how many runs were left out.
 
     A run (network, recipe_hash, seed) is left out, from every table and at every epoch, when its networks row
@@ -109,7 +100,7 @@ def answering_runs(tables) -> tuple[Tables, int]:
         if suspect.any():
             drop[suspect.to_numpy()] = _runs_of(frame[suspect], columns).isin(left_out)
         kept[name] = frame[~drop]
-    return Tables(**kept), len(left_out)
+    return ResultTables(**kept), len(left_out)
 
 
 def left_out_note(left_out: int) -> str:
@@ -119,7 +110,7 @@ def left_out_note(left_out: int) -> str:
     return f" {left_out} run{'s' if left_out != 1 else ''} left out (diverged or failed)."
 
 
-def recipe_answers(tables, recipe: str | None = None) -> tuple[Tables, int]:
+def recipe_answers(tables, recipe: str | None = None) -> tuple[ResultTables, int]:
     """``answering_runs(for_recipe(tables, recipe))``; raises ResultsError when no run of the recipe answers."""
     tables, left_out = answering_runs(for_recipe(tables, recipe))
     if left_out and tables.networks.empty and tables.epochs.empty:
@@ -196,7 +187,7 @@ def recipe_hash(tables, recipe: str | None = None) -> str:
     return str(match.sort_values("runs", ascending=False).iloc[0]["recipe_hash"])
 
 
-def for_recipe(tables, recipe: str | None = None) -> Tables:
+def for_recipe(tables, recipe: str | None = None) -> ResultTables:
     """The tables restricted to one recipe's rows (see recipe_hash)."""
     tables = as_tables(tables)
     chosen = recipe_hash(tables, recipe)
@@ -204,7 +195,7 @@ def for_recipe(tables, recipe: str | None = None) -> Tables:
     for name in ("networks", "epochs", "predictions", "layers"):
         frame = getattr(tables, name)
         keep[name] = frame[frame["recipe_hash"] == chosen] if "recipe_hash" in frame.columns else frame
-    return Tables(**keep)
+    return ResultTables(**keep)
 
 
 def last_epoch(epochs: pd.DataFrame) -> int:
@@ -340,8 +331,3 @@ def basic_row(pop: pd.DataFrame) -> pd.Series | None:
     if rows.empty and "family" in pop.columns:
         rows = pop[pop["family"] == BASIC]
     return None if rows.empty else rows.iloc[0]
-
-
-def with_tables(tables, **frames) -> Tables:
-    """A copy of ``tables`` with some frames replaced."""
-    return replace(as_tables(tables), **frames)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -21,19 +20,17 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.population import (SPLIT_NAMES, Tables, answering_runs, final_epochs, left_out_note, selection_metric,
-                                 split_of, validation_metric)
+from analysis.population import (SPLIT_NAMES, answering_runs, final_epochs, left_out_note, selection_metric, split_of,
+                                 validation_metric)
 from analysis.section import Section
+from netzoo.results import ResultTables
+from netzoo.datasets import DATASETS, dataset_info
 from netzoo.recipe import Recipe
+from netzoo.zoo import natural_key
 
 METRIC = "test_balanced_acc"
 GROUP = "Recipes"
 WEIGHT_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")  # the layers the manifest's depth counts
-
-
-def _natural_key(text: str) -> str:
-    """'fc2' before 'fc10': numbers zero-padded, so plain string order is natural order."""
-    return re.sub(r"\d+", lambda m: m.group().zfill(8), str(text))
 
 
 # When two recipe fields always change together (adamw comes with weight decay), the axis is named by the
@@ -107,7 +104,7 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
             return rows
         return rows.join(networks.drop_duplicates("network").set_index("network")[["family"]], on="network")
 
-    kept, _ = answering_runs(Tables(networks, epochs))
+    kept, _ = answering_runs(ResultTables(networks, epochs))
     rows = with_family(final_epochs(kept.epochs))
     rows = rows.assign(gap=rows["train_acc"] - rows["test_acc"])
     every = with_family(every).assign(diverged=every["status"].eq("diverged"))
@@ -141,7 +138,7 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
 def learning_curves(epochs: pd.DataFrame, metric: str = METRIC, networks: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean ``metric``, train and test loss per recipe per epoch, over every network and seed that reached it and
     answered (``networks`` adds the failed runs to leave out); ``attrs["left_out"]``: runs left out."""
-    kept, left_out = answering_runs(Tables(networks if networks is not None else pd.DataFrame(), epochs))
+    kept, left_out = answering_runs(ResultTables(networks if networks is not None else pd.DataFrame(), epochs))
     epochs = kept.epochs
     if epochs.empty:
         out = pd.DataFrame(columns=["recipe", "epoch", metric, "train_loss", "test_loss", "runs"])
@@ -157,7 +154,7 @@ def depth_width(epochs: pd.DataFrame, networks: pd.DataFrame, metric: str = METR
     """Mean final ``metric`` per (recipe, depth, width) of constant-width MLPs that answered: depth counts hidden
     layers (the depth-width spec's 1, 2, 6, 10; the manifest's ``depth`` adds the output layer), width is their
     width. ``attrs["left_out"]``: runs left out (diverged or failed)."""
-    kept, left_out = answering_runs(Tables(networks, epochs))
+    kept, left_out = answering_runs(ResultTables(networks, epochs))
     last = final_epochs(kept.epochs)
     nets = networks.drop_duplicates("network").set_index("network")
     hidden = nets["widths"].map(lambda w: list(w)[:-1] if w is not None and len(w) > 1 else [])
@@ -183,7 +180,7 @@ def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int
     columns = ["recipe", "network", "depth", "layer_index", "layer", "grad_norm_mean"]
     if layers.empty or "grad_norm_mean" not in layers:
         return pd.DataFrame(columns=columns)
-    kept, left_out = answering_runs(Tables(networks, pd.DataFrame(), layers=layers))
+    kept, left_out = answering_runs(ResultTables(networks, pd.DataFrame(), layers=layers))
     layers = kept.layers
     weighted = layers[layers["grad_norm_mean"].notna()]
     if "kind" in weighted:  # weight layers only: a BatchNorm's affine weights are not a layer of the depth
@@ -191,7 +188,7 @@ def gradient_by_depth(layers: pd.DataFrame, networks: pd.DataFrame, deepest: int
     if weighted.empty:
         return pd.DataFrame(columns=columns)
     depth = networks.drop_duplicates("network").set_index("network")["depth"]
-    names = sorted(weighted["network"].unique(), key=lambda n: (-depth.get(n, 0), _natural_key(n)))[:deepest]
+    names = sorted(weighted["network"].unique(), key=lambda n: (-depth.get(n, 0), natural_key(str(n))))[:deepest]
     chosen = sorted(weighted["recipe"].astype(str).unique())[:recipes]
     weighted = weighted[weighted["network"].isin(names) & weighted["recipe"].isin(chosen)]
     # groupby(sort=False) keeps the layers in the order the lenses wrote them: the module order of the file
@@ -280,23 +277,19 @@ def gradient_chart(grads: pd.DataFrame) -> Figure:
 
 # --- report ------------------------------------------------------------------------------------------
 def _train_size(networks: pd.DataFrame) -> int | None:
-    """Training samples of the results' dataset (for steps per epoch), or None when it cannot be loaded here."""
-    from netzoo.datasets import load_dataset
-
+    """Training samples of the results' one dataset (for steps per epoch; netzoo.datasets' registry), or None
+    when the results hold several datasets or one netzoo does not know."""
     names = networks["dataset"].dropna().unique() if "dataset" in networks else []
-    if len(names) != 1:
+    if len(names) != 1 or str(names[0]) not in DATASETS:
         return None
-    try:  # digits is embedded; a torchvision dataset loads from its default root, or is skipped
-        return int(load_dataset(str(names[0])).x_train.shape[0])
-    except Exception:
-        return None
+    return dataset_info(str(names[0])).train_size
 
 
 def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def report_sections(tables, select_on: str | None = None) -> list[Section]:
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
     """The report's recipe sections: comparison, learning curves and gap when there are several recipes (the best
     recipe picked on ``select_on``: analysis.population.selection_metric); the depth x width heatmap for
     constant-width MLPs of several depths and widths; gradient norms per layer from `layers`."""
@@ -312,7 +305,7 @@ def report_sections(tables, select_on: str | None = None) -> list[Section]:
         per_family = recipe_comparison(epochs, networks, by_family=True)
         axes = recipe_axes(networks) if "recipe_json" in networks else None
         names = [c for c in (axes.columns if axes is not None else []) if c != "recipe"]
-        select = selection_metric(Tables(networks, epochs), select_on, METRIC)
+        select = selection_metric(ResultTables(networks, epochs), select_on, METRIC)
         best, worst = overall.loc[overall[select].idxmax()], overall.loc[overall[select].idxmin()]
         picked = (f" (picked on the {SPLIT_NAMES[split_of(select)]} split's {select}: {_fmt(best[select])} and "
                   f"{_fmt(worst[select])})") if select != METRIC else ""

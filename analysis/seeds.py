@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.population import RUN, Tables, answering_runs, final_epochs, left_out_note, mean_over_seeds
+from analysis.population import RUN, answering_runs, final_epochs, left_out_note, mean_over_seeds
 from analysis.section import Section
+from netzoo.results import ResultTables
 
 PER_NETWORK_COLUMNS = ["network", "recipe", "recipe_hash", "n_seeds", "seeds_dropped", "mean", "std", "ci95_low",
                        "ci95_high"]
@@ -24,7 +25,7 @@ __all__ = ["final_epochs", "per_network", "sign_changes", "ci_chart", "report_se
 def _answering(epochs: pd.DataFrame, networks: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(epochs of the answering runs, every run trained as network/recipe_hash/seed rows, runs left out)."""
     networks = networks if networks is not None else pd.DataFrame()
-    kept, left_out = answering_runs(Tables(networks, epochs))
+    kept, left_out = answering_runs(ResultTables(networks, epochs))
     keys = [c for c in RUN if c in epochs.columns and (networks.empty or c in networks.columns)]
     runs = pd.concat([f[keys] for f in (epochs, networks) if not f.empty], ignore_index=True) if keys else None
     return kept.epochs, runs, left_out
@@ -126,7 +127,7 @@ def ci_chart(summary: pd.DataFrame, networks: pd.DataFrame, metric: str = "test_
     return fig
 
 
-def report_sections(tables) -> list[Section]:
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
     """The report's seed sections: completeness (networks x seeds x recipes x datasets: done / missing / failed),
     then, with two seeds or more, per-network mean ± 95% CI and the findings that change sign across seeds."""
     from analysis import completeness

@@ -9,6 +9,7 @@ test index per line, as for ``netzoo exam label-issues --known-label-errors FILE
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ from analysis import charts
 from analysis import label_issues as li
 from analysis.beyond import front_mask
 from analysis.exam_report import collect, num, pct, test_images
-from analysis.population import as_tables, label, with_tables
+from analysis.population import as_tables, label
 from analysis.section import Section
 from netzoo.errors import NetzooError
 
@@ -89,7 +90,7 @@ def _probs_tables(tables, results_dir):
     from netzoo.results import load
 
     predictions = load(results_dir, tables=["predictions"], epoch="last").predictions
-    return with_tables(tables, predictions=predictions)
+    return dataclasses.replace(tables, predictions=predictions)
 
 
 def _known(results_dir, samples) -> list[int] | None:

@@ -21,17 +21,19 @@ import uuid
 from pathlib import Path
 
 from netzoo.files import atomic_create
-from netzoo.names import check_network_name
+from netzoo.keys import key_name, key_of_name
 
 HEARTBEAT_S = 10.0   # how often a worker touches its claims
 STALE_S = 120.0      # a claim not touched for this long belongs to a dead worker (on any host)
 HOST = socket.gethostname()
 
 
+CLAIM = ".claim"  # a claim's suffix: DIR/claims/<network>--<recipe_hash>--<seed>.claim (netzoo.keys)
+
+
 def claim_path(results_dir, key) -> Path:
     """Where the claim of ``key`` lives."""
-    network, recipe_hash, seed = key
-    return Path(results_dir) / "claims" / f"{check_network_name(network)}--{recipe_hash}--{int(seed)}.claim"
+    return Path(results_dir) / "claims" / key_name(key, CLAIM)
 
 
 def pid_alive(pid: int) -> bool:
@@ -83,12 +85,8 @@ def live_claims(results_dir, stale_s: float = STALE_S) -> list[dict]:
 
 def held_keys(results_dir, stale_s: float = STALE_S) -> set:
     """The keys (network, recipe_hash, seed) a live worker holds a claim on right now."""
-    keys = set()
-    for claim in live_claims(results_dir, stale_s):
-        bits = claim["claim"].rsplit(".", 1)[0].split("--")
-        if len(bits) == 3 and bits[2].lstrip("-").isdigit():
-            keys.add((bits[0], bits[1], int(bits[2])))
-    return keys
+    keys = (key_of_name(claim["claim"], CLAIM) for claim in live_claims(results_dir, stale_s))
+    return {key for key in keys if key is not None}
 
 
 class Claims:
@@ -167,5 +165,4 @@ class Claims:
         """Release every claim and stop the heartbeat."""
         self._stop.set()
         for path in list(self.held):
-            network, recipe_hash, seed = path.stem.split("--")
-            self.release((network, recipe_hash, int(seed)))
+            self.release(key_of_name(path.name, CLAIM))

@@ -29,6 +29,23 @@ def _ints(text: str | None, option: str = "--seeds") -> list[int] | None:
         raise NetzooError(f"{option} {text!r}: expected comma-separated integers like 0,1,2.") from None
 
 
+def _train_job(zoo, dataset, results, data_root=None, download=False, epochs=None, networks=None, seeds=None,
+               shard=None, workers=None, device=None, recipe=None, **options):
+    """The TrainJob the train options ask for: --seeds, --shard, --device, --recipe and --epochs resolved from
+    their text (other options, e.g. executor, lenses, quiet, are the job's fields as they are)."""
+    from netzoo.devices import parse_devices
+    from netzoo.jobs import TrainJob
+    from netzoo.recipe import load_recipe
+    from netzoo.shards import parse_shard
+
+    resolved = load_recipe(recipe)
+    if epochs is not None:
+        resolved = resolved.replace(epochs=epochs)
+    return TrainJob(zoo=zoo, results=results, dataset=dataset, data_root=data_root, download=download,
+                    recipe=resolved, seeds=_ints(seeds) or (42,), networks=networks, shard=parse_shard(shard),
+                    workers=workers, devices=parse_devices(device), **options)
+
+
 def _shape(text: str | None) -> tuple[int, int, int] | None:
     """'1x28x28' -> (1, 28, 28)."""
     if text is None:
@@ -154,14 +171,13 @@ def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seed
     """
     import logging
 
-    from netzoo.runner import TrainJob, run_job
+    from netzoo.runner import run_job
 
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
-    job = TrainJob.from_cli(zoo=zoo_dir, dataset=dataset, data_root=data_root, download=download,
-                            results=results, epochs=epochs, networks=networks, seeds=_ints(seeds),
-                            shard=shard, workers=workers, device=device, recipe=recipe_ref,
-                            executor=executor, address=address, gpus_per_task=gpus_per_task,
-                            lenses=not no_lenses, quiet=quiet)
+    job = _train_job(zoo_dir, dataset, results, data_root=data_root, download=download, epochs=epochs,
+                     networks=networks, seeds=seeds, shard=shard, workers=workers, device=device, recipe=recipe_ref,
+                     executor=executor, address=address, gpus_per_task=gpus_per_task, lenses=not no_lenses,
+                     quiet=quiet)
     summary = run_job(job)
     click.echo(summary.line())
     if summary.failed:
@@ -304,7 +320,7 @@ def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
 
         netzoo bench --dataset digits --epochs 4 --repeat 3
     """
-    from netzoo.bench import run_benchmark
+    from netzoo.benchmarks.study import run_benchmark
 
     result = run_benchmark(dataset=dataset, data_root=data_root, epochs=epochs, repeat=repeat,
                            device=device, doc=doc)
@@ -338,7 +354,7 @@ def sweep(grid, zoo_dir, dataset, data_root, download, results, networks, epochs
 
     summary = run_sweep(grid, zoo=zoo_dir, dataset=dataset, data_root=data_root, download=download,
                         results=results, networks=networks, epochs=epochs, seeds=_ints(seeds),
-                        device=device, workers=workers, quiet=quiet)
+                        device=device, workers=workers, quiet=quiet, echo=None if quiet else click.echo)
     click.echo(summary.line())
     if summary.failed:
         sys.exit(1)

@@ -103,7 +103,7 @@ def recover(folder: Path) -> bool:
         _roll_forward(folder)
         return True
     # killed before the journal was in place: the parts are intact, the merged files are leftovers
-    stray = list(folder.glob(".tmp-compact-*")) + list(folder.glob(f".tmp-{JOURNAL}-*"))
+    stray = list(folder.glob(f"{files.TMP_PREFIX}compact-*")) + list(folder.glob(f"{files.TMP_PREFIX}{JOURNAL}-*"))
     for path in stray:
         path.unlink(missing_ok=True)
     return bool(stray)

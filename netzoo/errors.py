@@ -52,5 +52,9 @@ class GenerationError(NetzooError):
     """A rendered network failed to import, build or run its forward pass."""
 
 
+class FusionError(NetzooError, ValueError):
+    """Runs of a network cannot be trained as one fused module (netzoo.fuse): train them one at a time."""
+
+
 class ExportError(NetzooError):
     """An export target that exists and is not empty, or results that cannot be exported whole (a zoo gone)."""

@@ -6,7 +6,7 @@ each planned network's ``arch_id``. A job whose dataset or whose networks differ
 refused with one line naming the first conflict and the fix (a new ``--results``). A sweep's variant zoos
 (dropout, batch norm) change networks under other recipes, so they never conflict.
 
-The functions take the TrainJob of ``netzoo.runner`` (its results, zoo, dataset, recipe and seeds).
+The functions take a ``netzoo.jobs.TrainJob`` (its results, zoo, dataset, recipe and seeds).
 """
 
 from __future__ import annotations

@@ -8,18 +8,16 @@ per value in C order: 60000 28x28 images take 16 + 60000*28*28 = 47,040,016 byte
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import math
-import os
 import shutil
 import struct
-import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from netzoo import files
 from netzoo.errors import DatasetError
 
 UBYTE = 0x08  # the IDX type code of unsigned bytes, the only type MNIST and its kin use
@@ -96,22 +94,21 @@ def gz_problem(path: Path, expected: IdxFile) -> str | None:
 def decompress(gz: Path, target: Path, expected: IdxFile) -> None:
     """Decompress ``gz`` into ``target``, checking the result is the whole ``expected`` file; raise DatasetError.
 
-    The bytes go to a temporary file in target's folder that is renamed into place only once checked, so
-    a concurrent reader never sees half a file, and it is removed on any failure (a gzip fault, a full disk)."""
-    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as dst, gzip.open(gz, "rb") as src:  # "x": never another writer's file
+    The bytes go to a temporary file in target's folder that is renamed into place only once checked
+    (``netzoo.files.atomic_write``), so a concurrent reader never sees half a file, and it is removed on any
+    failure (a gzip fault, a full disk)."""
+    def write(dst) -> None:
+        with gzip.open(gz, "rb") as src:
             shutil.copyfileobj(src, dst)  # gzip checks the CRC and length of what it read at the end
-        problem = idx_problem(tmp, expected)
+        dst.flush()
+        problem = idx_problem(Path(dst.name), expected)
         if problem is not None:
             raise corrupt(gz, f"it decompresses to {problem}")
-        os.replace(tmp, target)
+
+    try:
+        files.atomic_write(target, write)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # BadGzipFile is an OSError: caught first
         raise corrupt(gz, f"{type(exc).__name__}: {exc}") from None
     except OSError as exc:
         raise DatasetError(f"Cannot decompress {gz} into {target.parent}: {exc.strerror or exc}. Free space "
                            f"there or make it writable (the cache folder is $NETZOO_CACHE).") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)

@@ -20,6 +20,12 @@ What a row measures (one row per layer per epoch, columns of ``netzoo.schema.LAY
   path (``blocks.0.relu``), later calls by the path and the call number (``blocks.0.relu#2``). The calls
   see different tensors, so pooling them would mix two distributions.
 
+- **A group of runs** (``netzoo.fuse``: R runs of one network as one module, inputs (R*B, …)): ``Lenses(fused,
+  runs=R, layout=network)`` names rows by the unfused ``network``'s module paths and classes, and keeps each
+  run's statistics apart: a weight's gradient (R, units, …) gives each run its own row norms (one kernel for
+  all runs), an activation's output (R*B, …) gives run r its rows r*B:(r+1)*B. ``epoch_rows_by_run()`` returns
+  one list of rows per run, equal to the rows of the same run trained alone within float tolerance.
+
 Usage (the trainer's side; the hot loop itself never calls the lenses)::
 
     lenses = Lenses(model)
@@ -27,7 +33,7 @@ Usage (the trainer's side; the hot loop itself never calls the lenses)::
         ...train steps...                 # grad hooks accumulate on the device
         with lenses.evaluating():
             evaluate(model, x_test, ...)  # forward hooks accumulate per-neuron statistics
-        rows = lenses.epoch_rows()        # one dict per layer, accumulators reset
+        rows = lenses.epoch_rows()        # one dict per layer, accumulators reset (epoch_rows_by_run(): per run)
     lenses.close()
 """
 
@@ -75,7 +81,10 @@ class _GradStats:
     def update(self, grad: torch.Tensor) -> None:
         """Record one step's gradient, without reading anything back to the host."""
         grad = grad.detach()
-        rows = torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1)  # (units,)
+        self.add(torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1))  # (units,)
+
+    def add(self, rows: torch.Tensor) -> None:
+        """Record one step's per-unit gradient norms (units,) (a fused group computes all runs' at once)."""
         self.pending.append(rows if rows.dtype == torch.float32 else rows.float())
         self.steps += 1
         if len(self.pending) >= self.FOLD:
@@ -180,12 +189,12 @@ def _activation_columns(stats_: _ActivationStats) -> dict:
 
 @dataclass
 class _Site:
-    """One activation module: its path, class, threshold and one statistics object per call in a forward."""
+    """One activation module: its path, class, threshold and, per run, one statistics object per call in a forward."""
 
     path: str
     module: nn.Module
     threshold: float
-    calls: list[_ActivationStats] = field(default_factory=list)
+    calls: list[list[_ActivationStats]] = field(default_factory=list)  # [run][call]
     seen: int = 0  # calls so far in the current forward pass
 
     def name(self, call: int) -> str:
@@ -194,27 +203,49 @@ class _Site:
 
 
 class Lenses:
-    """Per-layer activation and gradient statistics of one network, collected by hooks (see module doc)."""
+    """Per-layer activation and gradient statistics of one network, or of each of the ``runs`` runs a fused
+    module holds, collected by hooks (see module doc).
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self._weights: list[tuple[str, nn.Module, _GradStats]] = []
+    ``layout``: the unfused network whose module paths and classes name the rows (default: ``model`` itself);
+    give it with a fused ``model`` (netzoo.fuse), whose every parameter and activation carries R runs.
+    """
+
+    def __init__(self, model: nn.Module, runs: int = 1, layout: nn.Module | None = None) -> None:
+        self.model, self.runs = model, runs
+        fused = layout is not None and layout is not model
+        layout = model if layout is None else layout
+        targets = dict(model.named_modules())
+        self._weights: list[tuple[str, str, int, list[_GradStats]]] = []  # path, kind, units, per-run stats
         self._sites: list[_Site] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._eval_handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._fused = fused
         seen_params: set[int] = set()
-        for path, module in model.named_modules():
+        for path, module in layout.named_modules():
             if isinstance(module, WEIGHT_LAYERS) and getattr(module, "weight", None) is not None:
-                weight = module.weight
+                weight = targets[path].weight
                 if not weight.requires_grad or id(weight) in seen_params:
                     continue
                 seen_params.add(id(weight))
-                grad_stats = _GradStats()
-                self._weights.append((path, module, grad_stats))
-                self._handles.append(weight.register_post_accumulate_grad_hook(
-                    lambda param, s=grad_stats: s.update(param.grad) if param.grad is not None else None))
+                units = int(module.weight.shape[0])
+                stats = [_GradStats() for _ in range(runs)]
+                self._weights.append((path, type(module).__name__, units, stats))
+                hook = self._fused_grad_hook(stats, units) if fused else \
+                    (lambda param, s=stats[0]: s.update(param.grad) if param.grad is not None else None)
+                self._handles.append(weight.register_post_accumulate_grad_hook(hook))
             elif isinstance(module, ACTIVATIONS):
-                self._sites.append(_Site(path=path, module=module, threshold=_threshold(module)))
+                self._sites.append(_Site(path=path, module=targets[path], threshold=_threshold(module),
+                                         calls=[[] for _ in range(runs)]))
+
+    def _fused_grad_hook(self, stats: list[_GradStats], units: int):
+        """A hook recording each run's row norms of a fused weight's gradient (R, units, …): one kernel for all."""
+        def hook(param: torch.Tensor) -> None:
+            if param.grad is None:
+                return
+            rows = torch.linalg.vector_norm(param.grad.detach().reshape(self.runs, units, -1), dim=2)  # (R, units)
+            for run_stats, run_rows in zip(stats, rows):
+                run_stats.add(run_rows)
+        return hook
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[Lenses]:
@@ -228,9 +259,11 @@ class Lenses:
 
         def record(site: _Site):
             def hook(_module, _args, out):
-                if site.seen == len(site.calls):
-                    site.calls.append(_ActivationStats())
-                site.calls[site.seen].update(out, site.threshold)
+                parts = out.unflatten(0, (self.runs, -1)) if self._fused else (out,)  # run r: rows r*B:(r+1)*B
+                for calls, part in zip(site.calls, parts):
+                    if site.seen == len(calls):
+                        calls.append(_ActivationStats())
+                    calls[site.seen].update(part, site.threshold)
                 site.seen += 1
             return hook
 
@@ -245,37 +278,50 @@ class Lenses:
             self._eval_handles.clear()
 
     def epoch_rows(self) -> list[dict]:
-        """One dict per layer with the ``layers`` columns (minus network, recipe, recipe_hash, seed, epoch); resets.
+        """One dict per layer with the ``layers`` columns (minus network, recipe, recipe_hash, seed, epoch) of the
+        one network (``runs=1``); resets. See ``epoch_rows_by_run``."""
+        if self.runs != 1:
+            raise ValueError(f"these lenses watch {self.runs} runs: use epoch_rows_by_run()")
+        return self.epoch_rows_by_run()[0]
+
+    def epoch_rows_by_run(self) -> list[list[dict]]:
+        """Per run, one dict per layer with the ``layers`` columns (minus the key and the epoch); resets.
 
         Weight layers come first in module order, then each activation call site that ran under
         ``evaluating()`` this epoch. Statistics that do not apply to a layer, or were not observed, are None.
         The only place the lenses read back to the host: a few small transfers per layer, once per epoch.
         """
-        rows = []
-        for path, module, grad_stats in self._weights:
-            row = _empty_row()
-            row.update(layer=path, kind=type(module).__name__, width=int(module.weight.shape[0]))
-            grad_stats.fold()
-            if grad_stats.steps:
-                row["grad_norm_mean"] = float(grad_stats.norm_sum) / grad_stats.steps
-                row["grad_norm_max"] = float(grad_stats.norm_max)
-                row["dead_grad_fraction"] = float((grad_stats.unit_sum == 0).float().mean())
-            rows.append(row)
-        for site in self._sites:
-            for call, call_stats in enumerate(site.calls):
+        by_run = []
+        for run in range(self.runs):
+            rows = []
+            for path, kind, units, stats in self._weights:
                 row = _empty_row()
-                row.update(layer=site.name(call), kind=type(site.module).__name__)
-                row.update(_activation_columns(call_stats))
+                row.update(layer=path, kind=kind, width=units)
+                grad_stats = stats[run]
+                grad_stats.fold()
+                if grad_stats.steps:
+                    row["grad_norm_mean"] = float(grad_stats.norm_sum) / grad_stats.steps
+                    row["grad_norm_max"] = float(grad_stats.norm_max)
+                    row["dead_grad_fraction"] = float((grad_stats.unit_sum == 0).float().mean())
                 rows.append(row)
+            for site in self._sites:
+                for call, call_stats in enumerate(site.calls[run]):
+                    row = _empty_row()
+                    row.update(layer=site.name(call), kind=type(site.module).__name__)
+                    row.update(_activation_columns(call_stats))
+                    rows.append(row)
+            by_run.append(rows)
         self.reset()
-        return rows
+        return by_run
 
     def reset(self) -> None:
         """Forget everything accumulated so far (epoch_rows calls it)."""
-        for _, _, grad_stats in self._weights:
-            grad_stats.clear()
+        for _, _, _, stats in self._weights:
+            for grad_stats in stats:
+                grad_stats.clear()
         for site in self._sites:
-            site.calls.clear()
+            for calls in site.calls:
+                calls.clear()
             site.seen = 0
 
     def close(self) -> None:

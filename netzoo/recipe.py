@@ -7,11 +7,9 @@ the networks' log-probabilities. The resolved recipe and its hash are stored wit
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import hashlib
 import itertools
 import json
-import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,6 +43,9 @@ class Recipe:
     step_size: int = 1               # step schedule: epochs between decays
     gamma: float = 0.1               # step schedule: decay factor
     init: str = "default"            # weight initialisation: one of INITS ("default" = PyTorch's own)
+    # dropout and batch_norm are template options: the trainer never reads them; they name the zoo variant the
+    # recipe trains (netzoo.sweep generates it; netzoo.jobs.check_fits refuses a zoo made without them), and
+    # they stay in the hash so that results made before keep their keys (tests/test_recipes.py).
     dropout: float = 0.0             # dropout probability (a template option: needs a zoo generated with it)
     batch_norm: bool = False         # batch norm (a template option: needs a zoo generated with it)
     early_stopping_patience: int = 0  # epochs without test-loss improvement before stopping; 0 = never
@@ -176,11 +177,6 @@ def _parse(text: str, where: str) -> dict[str, Any]:
         raise RecipeError(f"{where}: invalid TOML: {exc}. Fix the file's syntax.") from None
 
 
-def _natural_key(text: str) -> list:
-    """'Linear_2' before 'Linear_10'."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
-
-
 @dataclass(frozen=True)
 class Selection:
     """Which networks of a zoo a grid trains: family, activation and name globs (all must match), then the
@@ -192,18 +188,11 @@ class Selection:
     per_cell: int | None = None       # keep the first N networks of each cell
 
     def select(self, manifest: pd.DataFrame) -> list[str]:
-        """Names of the manifest's networks this selection keeps, in natural order."""
-        def matches(values: pd.Series, globs: tuple[str, ...]) -> pd.Series:
-            if not globs:
-                return pd.Series(True, index=values.index)
-            return values.astype(str).map(lambda v: any(fnmatch.fnmatchcase(v, g) for g in globs))
+        """Names of the manifest's networks this selection keeps, in natural order (netzoo.zoo.select_networks)."""
+        from netzoo.zoo import select_networks
 
-        kept = manifest[matches(manifest["family"], self.family) & matches(manifest["activation"], self.activation)
-                        & matches(manifest["network"], self.name)]
-        kept = kept.iloc[sorted(range(len(kept)), key=lambda i: _natural_key(kept["network"].iloc[i]))]
-        if self.per_cell is not None:
-            kept = kept.groupby(["family", "activation"], sort=False).head(self.per_cell)
-        return sorted(kept["network"].tolist(), key=_natural_key)
+        return select_networks(manifest, names=self.name, family=self.family, activation=self.activation,
+                               per_cell=self.per_cell)
 
     def to_dict(self) -> dict[str, Any]:
         """The non-empty fields, as the grid file's [grid.networks] table."""

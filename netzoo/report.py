@@ -1,8 +1,10 @@
 """The HTML report: every analysis module's sections assembled into one self-contained index.html.
 
 write_report() loads the results once, asks each module in REPORT_MODULES for its sections
-(``report_sections(tables) -> list[Section]``), saves every chart as PNG and SVG (OUT/charts/) and every table
-as CSV (OUT/tables/), and writes OUT/index.html with the PNGs embedded as data URIs, so the file opens from
+(``report_sections(tables, results_dir=None, select_on=None) -> list[Section]``, the one signature of every
+report module: the tables the report loaded, the results folder to read more from through ``netzoo.results``,
+and the split networks are picked on, ``analysis.population.selection_metric``), saves every
+chart as PNG and SVG (OUT/charts/) and every table as CSV (OUT/tables/), and writes OUT/index.html with the PNGs embedded as data URIs, so the file opens from
 the file system with no server. A module that is not installed is skipped; one that fails shows its error
 as a skipped section instead of breaking the report. Nothing here computes a number.
 """
@@ -14,7 +16,6 @@ import datetime as dt
 import html
 import importlib
 import importlib.util
-import inspect
 import io
 import logging
 import time
@@ -22,18 +23,17 @@ import webbrowser
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from analysis.section import Section
+from netzoo import files
 from netzoo.errors import ResultsError
 
 log = logging.getLogger(__name__)
 
-# The integration point: modules whose report_sections(tables) the report calls, in this order.
+# The integration point: modules whose report_sections(tables, results_dir=...) the report calls, in this order.
 # A module listed here that does not exist yet is skipped (importlib.util.find_spec).
-REPORT_MODULES = ("analysis.exam", "analysis.beyond", "analysis.verdicts_report", "analysis.lenses", "analysis.recipes",
-                  "analysis.seeds")
+REPORT_MODULES = ("analysis.exam_report", "analysis.beyond_report", "analysis.verdicts_report", "analysis.lenses",
+                  "analysis.recipes", "analysis.seeds")
 MAX_ROWS = 40        # rows of a table shown in the page; the full table is in OUT/tables/<key>.csv
 PNG_DPI = 110
 _PREDICTION_COLUMNS = ["network", "recipe", "recipe_hash", "seed", "epoch", "sample", "label", "pred"]
@@ -51,37 +51,11 @@ def load_tables(results_dir: Path):
     return tables
 
 
-def ensemble_predictions(results_dir: Path, tables, epoch: int | None = None, recipe: str | None = None,
-                         metric: str = "test_balanced_acc", select_on: str | None = None) -> pd.DataFrame:
-    """Predictions at ``epoch`` (default: each run's last), probs included, of only the runs the ensembles use
-    (runs that answered: never a diverged or failed one): a filtered read, so 40M prediction rows cost no more
-    than the few runs needed."""
-    from analysis.beyond import ensemble_runs
-    from analysis.population import final_epochs, recipe_answers, recipe_hash
-
-    chosen = recipe_hash(tables, recipe)
-    runs = ensemble_runs(tables, metric=metric, epoch=epoch, recipe=recipe, select_on=select_on)
-    members = sorted({member for group in runs.values() for member in group})
-    folder = Path(results_dir) / "predictions"
-    if not members or not folder.is_dir():
-        return pd.DataFrame()
-    at = final_epochs(recipe_answers(tables, recipe)[0].epochs, epoch)[["network", "seed", "epoch"]]
-    at = at[pd.MultiIndex.from_frame(at[["network", "seed"]]).isin(members)]
-    filt = (pc.field("network").isin(sorted({name for name, _ in members})) & (pc.field("recipe_hash") == chosen)
-            & pc.field("epoch").isin(sorted(at["epoch"].astype(int).unique())))
-    frame = ds.dataset(folder, format="parquet").to_table(filter=filt).to_pandas()
-    # each member at its own epoch (its last, without --epoch)
-    frame = frame.merge(at.astype({"seed": "int64", "epoch": "int64"}), on=["network", "seed", "epoch"])
-    # a key found in a part file and a compact file is the same rows twice: keep one
-    return frame.drop_duplicates(["network", "recipe_hash", "seed", "sample"], keep="last")
-
-
 # --- collecting sections -------------------------------------------------------------------------
 def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MODULES,
                      select_on: str | None = None) -> list[Section]:
-    """Every listed module's sections, in order, networks picked on ``select_on`` where a module picks
-    (a ``select_on`` parameter). Missing modules are skipped; a failing one becomes a "Skipped" section naming
-    the error."""
+    """Every listed module's sections, in order, networks picked on ``select_on`` wherever a module picks.
+    Missing modules are skipped; a failing one becomes a "Skipped" section naming the error."""
     sections: list[Section] = []
     for name in modules:
         if importlib.util.find_spec(name) is None:
@@ -90,16 +64,8 @@ def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MOD
         module = importlib.import_module(name)
         if not hasattr(module, "report_sections"):
             continue
-        parameters = inspect.signature(module.report_sections).parameters
-        picks = {"select_on": select_on} if "select_on" in parameters else {}
         try:
-            if name == "analysis.beyond" and results_dir is not None:
-                sections += module.report_sections(tables, ensemble_predictions(results_dir, tables, select_on=select_on),
-                                                   **picks)
-            elif "results_dir" in parameters:  # reads more than tables
-                sections += module.report_sections(tables, results_dir=results_dir, **picks)
-            else:
-                sections += module.report_sections(tables, **picks)
+            sections += module.report_sections(tables, results_dir=results_dir, select_on=select_on)
         except Exception as exc:  # one module's bug must not cost the whole report
             log.warning("report: %s.report_sections failed: %s", name, exc, exc_info=True)
             sections.append(Section(name, name, f"Sections of {name}", f"Not shown: {type(exc).__name__}: {exc}",
@@ -135,9 +101,9 @@ def _save_figure(fig, stem: Path) -> str:
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=PNG_DPI)
-    stem.with_suffix(".png").write_bytes(buffer.getvalue())
+    files.atomic_write(stem.with_suffix(".png"), lambda f: f.write(buffer.getvalue()))
     fig.set_layout_engine("none")  # keep the layout the PNG computed: laying out twice doubles the cost
-    fig.savefig(stem.with_suffix(".svg"), format="svg")
+    files.atomic_write(stem.with_suffix(".svg"), lambda f: fig.savefig(f, format="svg"))
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
@@ -150,13 +116,13 @@ def _render_section(section: Section, out: Path) -> str:
     for i, fig in enumerate(section.figures):
         stem = out / "charts" / f"{section.key}-{i + 1}"
         uri = _save_figure(fig, stem)
-        title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) else section.title
+        title = fig.get_suptitle() or section.title
         parts.append(f'<figure><img src="{uri}" alt="{html.escape(title)}">'
                      f'<figcaption><a href="charts/{stem.name}.svg">SVG</a> · '
                      f'<a href="charts/{stem.name}.png">PNG</a></figcaption></figure>')
     if section.table is not None and len(section.table.columns):
         csv = out / "tables" / f"{section.key}.csv"
-        section.table.to_csv(csv, index=False)
+        files.atomic_write_text(csv, section.table.to_csv(index=False))
         shown = _display(section.table.head(MAX_ROWS))
         parts.append(shown.to_html(index=False, border=0, classes="table", na_rep=""))
         more = f"first {MAX_ROWS} of {len(section.table)} rows; " if len(section.table) > MAX_ROWS else ""
@@ -225,11 +191,7 @@ def render(sections: list[Section], tables, results_dir: Path, out: Path, select
     page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>netzoo report</title>"
             f"<style>{CSS}</style></head><body>{_header(tables, results_dir, select_on)}<nav><ol>{''.join(toc)}</ol></nav>"
             f"{''.join(body)}</body></html>")
-    path = out / "index.html"
-    tmp = out / ".tmp-index.html"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.atomic_write_text(out / "index.html", page)
 
 
 def write_report(results, out=None, open_browser: bool = False, select_on: str | None = None) -> Path:

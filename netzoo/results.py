@@ -39,28 +39,24 @@ import pyarrow.parquet as pq
 
 from netzoo import files
 from netzoo.errors import ResultsError
-from netzoo.names import check_network_name
+from netzoo.keys import Key, key_name, key_of_name
 from netzoo.schema import KEY, NETWORKS, TABLES, columns_match, conform, table_schema
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, int]               # (network, recipe_hash, seed)
 NULLABLE_INT_COLUMNS = ("peak_memory_bytes", "pred", "weights_bytes")  # int64 columns that may hold nulls: "Int64"
 COMPACT_PREFIX = "compact-"
-SEP = "--"                                # between the key's parts in a part file's name
 INDEX_PREFIX = ".compact-"                # DIR/<table>/.compact-<token>.json: what a compaction wrote
 SIBLINGS = ("epochs", "predictions", "layers")  # written before a key's networks part, which records them
 PARTS_METADATA = b"netzoo.parts"          # networks part metadata: {table: {"sha256": hex, "bytes": n}}
 DAMAGED_DIR = "damaged"                   # DIR/damaged/<table>/: damaged files moved out of every reader's way
 PAGE_CHECKSUMS = ds.ParquetFileFormat(
     default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
-atomic_write_text = files.atomic_write_text  # the one atomic writer lives in netzoo.files
 
 
 def part_name(key: Key) -> str:
     """The file name of a key's part in every table: '<network>--<recipe_hash>--<seed>.parquet'."""
-    network, recipe_hash, seed = key
-    return f"{check_network_name(network)}{SEP}{recipe_hash}{SEP}{int(seed)}.parquet"
+    return key_name(key, ".parquet")
 
 
 WEIGHTS_DIR = "weights"                   # DIR/weights/<part stem>/epoch-<E>.safetensors (netzoo.weights writes them)
@@ -69,17 +65,12 @@ WEIGHTS_DIR = "weights"                   # DIR/weights/<part stem>/epoch-<E>.sa
 def weights_file(key: Key, epoch: int) -> str:
     """Where a key's weights after ``epoch`` live, relative to the results folder:
     'weights/<network>--<recipe_hash>--<seed>/epoch-<E>.safetensors'."""
-    return f"{WEIGHTS_DIR}/{Path(part_name(key)).stem}/epoch-{int(epoch)}.safetensors"
+    return f"{WEIGHTS_DIR}/{key_name(key, '')}/epoch-{int(epoch)}.safetensors"
 
 
 def key_of(path: Path) -> Key | None:
     """The key a part file's name encodes, or None for other files (compact files, temporaries)."""
-    if path.name.startswith((".", COMPACT_PREFIX)) or path.suffix != ".parquet":
-        return None
-    bits = path.stem.split(SEP)
-    if len(bits) != 3 or not bits[2].lstrip("-").isdigit():
-        return None
-    return bits[0], bits[1], int(bits[2])
+    return None if path.name.startswith(COMPACT_PREFIX) else key_of_name(path.name, ".parquet")
 
 
 def results_folder(path, create: bool = False) -> Path:
@@ -552,12 +543,13 @@ def quarantine(results_dir, problems, keep=frozenset()) -> list[Path]:
 # --- reading ---------------------------------------------------------------------------------------
 @dataclass
 class ResultTables:
-    """The results tables as DataFrames with the schema's dtypes (empty, with the columns, when absent)."""
+    """The results tables as DataFrames: ``load`` gives them the schema's dtypes (empty, with the columns, when
+    absent); the one tables type of netzoo and analysis (hand-built ones may leave tables out: empty frames)."""
 
-    networks: pd.DataFrame
-    epochs: pd.DataFrame
-    predictions: pd.DataFrame
-    layers: pd.DataFrame
+    networks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{t}={len(getattr(self, t))}" for t in TABLES)
@@ -640,13 +632,16 @@ def to_frame(table: pa.Table, schema: pa.Schema) -> pd.DataFrame:
     return frame
 
 
-def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str | None = None) -> ResultTables:
+def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str | None = None,
+         keys=None) -> ResultTables:
     """Load the results tables of ``results_dir`` as DataFrames with the schema's dtypes.
 
     ``tables``: names to read (others come back empty); ``columns={"predictions": [...]}`` reads only those
     columns of a table; ``epoch=E`` or ``"last"`` (each key's last recorded epoch) reads one epoch of
-    epochs/predictions/layers. Only whole keys (``scan``) are returned, all of a key's rows or none, each once;
-    the others are logged (``netzoo verify`` lists them, ``netzoo train`` retrains them).
+    epochs/predictions/layers; ``keys``: only these (network, recipe_hash, seed) keys (a filtered read: the
+    probabilities of a few runs out of 40M prediction rows). Only whole keys (``scan``) are returned, all of a
+    key's rows or none, each once; the others are logged (``netzoo verify`` lists them, ``netzoo train``
+    retrains them).
     """
     results_dir = results_folder(results_dir)
     wanted = set(TABLES if tables is None else ([tables] if isinstance(tables, str) else tables))
@@ -657,7 +652,7 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
         raise ResultsError(f"epoch must be an int or 'last', got {epoch!r}")
     columns = columns or {}
     classes = classes_of(results_dir)
-    found = scan(results_dir)
+    found = scan(results_dir, keys=keys)
     bad = [p for p in found.problems if p.kind != "incomplete"]
     if bad:
         log.warning("%d key(s) of %s are damaged or inconsistent and left out (e.g. %s); `netzoo verify "
@@ -709,11 +704,65 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
 
 def load_network(results_dir, network: str, seed: int | None = None, recipe: str | None = None,
                  epoch: int | str = "last"):
-    """The trained network of one run, in eval mode: its generated class with the weights saved after ``epoch``
-    (see netzoo.weights.load_network, which does the work)."""
-    from netzoo.weights import load_network as build
+    """The trained network of one run: the generated class from the zoo its job record (DIR/jobs/) names
+    (``netzoo.zoo.import_network``: only a file whose sha256 is the one the run recorded runs), built, with the
+    weights saved after ``epoch`` ("last": its last saved epoch; netzoo.weights wrote them), in eval mode.
 
-    return build(results_dir, network, seed=seed, recipe=recipe, epoch=epoch)
+    ``seed`` and ``recipe`` (a name or hash) choose the run when the network has several. Raises ResultsError,
+    one line naming the problem and the fix, for a network, seed or recipe not in the results, an ambiguous
+    choice, or an epoch whose weights were not saved; ZooError when the zoo's file is missing or changed."""
+    from safetensors.torch import load_file
+
+    from netzoo.zoo import import_network
+
+    results_dir = results_folder(results_dir)
+    row = _run_row(results_dir, network, seed, recipe)
+    key = (row["network"], row["recipe_hash"], int(row["seed"]))
+    saved = [int(e) for e in (row["weights_epochs"] if row["weights_epochs"] is not None else [])]
+    if not saved:
+        raise ResultsError(f"{network} seed {key[2]} recipe {row['recipe']} was trained without saving its weights "
+                           f"(--save-weights none): train it again with --save-weights last into a new --results.")
+    chosen = max(saved) if epoch == "last" else epoch
+    if chosen not in saved:
+        raise ResultsError(f"{network} seed {key[2]}: no weights saved for epoch {epoch!r}; saved epochs: "
+                           f"{', '.join(map(str, saved))} (pass one of them, or 'last'; --save-weights every saves "
+                           f"every epoch).")
+    record = read_record(results_dir / "jobs" / f"{key[1]}.json") or {}
+    if not record.get("zoo"):
+        raise ResultsError(f"{results_dir / 'jobs' / f'{key[1]}.json'} is missing: the zoo that trained {network} is "
+                           f"unknown. Rerun the netzoo train command that wrote {results_dir}.")
+    model = import_network(Path(record["zoo"]) / row["file"], network, sha256=row["file_sha256"])()
+    model.load_state_dict(load_file(str(results_dir / weights_file(key, chosen))))
+    return model.eval()
+
+
+def _run_row(results_dir: Path, network: str, seed: int | None, recipe: str | None) -> dict:
+    """The networks row of the one whole run of ``network`` (with ``seed``, under ``recipe``), or ResultsError."""
+    columns = ["network", "recipe", "recipe_hash", "seed", "file", "file_sha256", "weights_epochs"]
+    networks = load(results_dir, tables="networks", columns={"networks": columns}).networks
+    runs = networks[networks["network"] == network]
+    if runs.empty:
+        known = sorted(networks["network"].unique())
+        raise ResultsError(f"No trained {network!r} in {results_dir} (networks here: {', '.join(known[:5])}"
+                           f"{' …' if len(known) > 5 else ''}); netzoo status --results {results_dir} lists them.")
+    if recipe is not None:
+        runs = runs[(runs["recipe"] == recipe) | (runs["recipe_hash"] == recipe)]
+        if runs.empty:
+            raise ResultsError(f"{network} was not trained under recipe {recipe!r} in {results_dir}; its recipes: "
+                               f"{', '.join(sorted(set(networks.loc[networks['network'] == network, 'recipe'])))}.")
+    if seed is not None:
+        runs = runs[runs["seed"] == int(seed)]
+        if runs.empty:
+            raise ResultsError(f"{network} has no run with seed {seed} in {results_dir}; its seeds: "
+                               f"{', '.join(map(str, sorted(networks.loc[networks['network'] == network, 'seed'])))}.")
+    recipes = sorted(set(runs["recipe"]))
+    if len(recipes) > 1:
+        raise ResultsError(f"{network} was trained under several recipes ({', '.join(recipes)}): pass recipe=… "
+                           f"(a name or hash).")
+    if len(runs) > 1:
+        raise ResultsError(f"{network} was trained with several seeds ({', '.join(map(str, sorted(runs['seed'])))}): "
+                           f"pass seed=….")
+    return runs.iloc[0].to_dict()
 
 
 # --- documentation -----------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from netzoo.claims import held_keys
-from netzoo.errors import ResultsError
+from netzoo.completeness import completeness_text
+from netzoo.errors import NetzooError, ResultsError
 from netzoo.results import job_records, load, results_folder
+from netzoo.zoo import manifest_rows
 
 COLUMNS = ["done", "diverged", "failed", "stopped_early", "running", "left", "planned"]
 
@@ -28,9 +30,8 @@ def _planned(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
                                f"the record), or delete it to leave its plan out of the count.")
         families = {}
         try:
-            manifest = pd.read_parquet(Path(record["zoo"]) / "manifest.parquet", columns=["network", "family"])
-            families = dict(zip(manifest["network"], manifest["family"]))
-        except (OSError, ValueError, KeyError):
+            families = {name: row["family"] for name, row in manifest_rows(record["zoo"]).items()}
+        except (NetzooError, OSError, KeyError):
             notes.append(f"zoo {record.get('zoo')} is not readable: families of networks not trained yet are unknown")
         rows += [{"network": n, "recipe_hash": record["recipe_hash"], "seed": int(s), "family": families.get(n, "?")}
                  for n in record["networks"] for s in record["seeds"]]
@@ -68,8 +69,6 @@ def _table(results_dir: Path, networks: pd.DataFrame, planned: pd.DataFrame) -> 
 
 def status_report(results_dir) -> str:
     """The status table as text, with a headline (complete / planned) and any notes."""
-    from analysis.completeness import completeness_text  # networks x seeds x recipes x datasets: done / missing
-
     results_dir = results_folder(results_dir)
     networks = load(results_dir, tables=["networks"], columns={"networks": list(COLUMNS_READ)}).networks
     planned, notes = _planned(results_dir)

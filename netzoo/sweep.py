@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from netzoo.datasets import dataset_info
 from netzoo.errors import RecipeError
 from netzoo.recipe import Grid, Recipe, Selection, load_grid
+from netzoo.zoo import read_manifest
 
 
 @dataclass
@@ -60,21 +63,13 @@ class SweepSummary:
         } for r in self.runs])
 
 
-def _manifest(zoo: Path) -> pd.DataFrame:
-    """The zoo's manifest, or a RecipeError saying how to generate it."""
-    path = Path(zoo) / "manifest.parquet"
-    if not path.is_file():
-        raise RecipeError(f"No zoo at {zoo} (no manifest.parquet). Run: netzoo generate --out {zoo}")
-    return pd.read_parquet(path)
-
-
 def _generate(out: Path, quiet: bool, networks: list[str] | None = None, **kwargs) -> pd.DataFrame:
     """Generate a zoo into ``out`` once (only ``networks`` of it, when given); a zoo already there that holds
     them is reused (a rerun), one that lacks some is generated again with the union."""
     from netzoo.generate import generate_zoo
 
     if (out / "manifest.parquet").is_file():
-        manifest = pd.read_parquet(out / "manifest.parquet")
+        manifest = read_manifest(out)
         if networks is None or set(networks) <= set(manifest["network"]):
             return manifest
         networks = sorted(set(manifest["network"]) | set(networks))
@@ -104,7 +99,7 @@ def zoo_for(recipe: Recipe, zoo: Path, manifest: pd.DataFrame, results: Path, qu
     return out
 
 
-def select_networks(manifest: pd.DataFrame, selection: Selection, where: str) -> list[str]:
+def check_selection(manifest: pd.DataFrame, selection: Selection, where: str) -> list[str]:
     """The selection's network names, or a RecipeError naming the zoo's families and activations."""
     names = selection.select(manifest)
     if not names:
@@ -116,26 +111,19 @@ def select_networks(manifest: pd.DataFrame, selection: Selection, where: str) ->
     return names
 
 
-def _train_size(dataset: str, data_root, download: bool) -> int | None:
-    """Training samples of the dataset (for steps per epoch), or None when it cannot be loaded here."""
-    from netzoo.datasets import load_dataset
-
-    try:
-        return int(load_dataset(dataset, root=data_root, download=download).x_train.shape[0])
-    except Exception:  # the runner reports a missing dataset with its own message
-        return None
-
-
 def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, data_root=None, download: bool = False,
               results: str | Path = "results/sweep", networks: str | None = None, epochs: int | None = None,
               seeds: list[int] | None = None, device: str | None = None, workers: int | None = None,
-              quiet: bool = False) -> SweepSummary:
+              quiet: bool = False, echo: Callable[[str], object] | None = None) -> SweepSummary:
     """Train the grid's networks (or ``networks`` globs) of ``zoo`` under every recipe of ``grid`` into ``results``.
 
     A grid with a ``spec`` generates that zoo under RESULTS/zoos/<spec>/ instead of using ``zoo``. ``epochs``
-    overrides every recipe's epochs (a new hash). Returns a SweepSummary; rerunning resumes.
+    overrides every recipe's epochs (a new hash). ``echo(text)`` receives the plan and each recipe's summary
+    line as they come (the CLI prints them; nothing is printed here). Returns a SweepSummary; rerunning resumes.
     """
-    from netzoo.runner import TrainJob, run_job
+    from netzoo.devices import parse_devices
+    from netzoo.jobs import TrainJob
+    from netzoo.runner import run_job
 
     start = time.perf_counter()
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
@@ -147,28 +135,28 @@ def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, dat
         if zoo is None:
             raise RecipeError(f"grid {grid.name!r} trains a subset of a zoo: pass --zoo DIR.")
         zoo = Path(zoo)
-        manifest = _manifest(zoo)
+        manifest = read_manifest(zoo)
     selection = Selection(name=tuple(g.strip() for g in networks.split(",") if g.strip())) if networks \
         else grid.networks
-    names = select_networks(manifest, selection, f"grid {grid.name!r} on {zoo}")
-    train_size = _train_size(dataset, data_root, download)
+    names = check_selection(manifest, selection, f"grid {grid.name!r} on {zoo}")
+    train_size = dataset_info(dataset).train_size
     summary = SweepSummary(grid=grid.name, results=results, networks=names, seeds=seeds)
     for recipe in grid.recipes:
         if epochs is not None:
             recipe = recipe.replace(epochs=epochs)
-        steps = math.ceil(train_size / recipe.batch_size) if train_size else None
+        steps = math.ceil(train_size / recipe.batch_size)
         summary.runs.append(RecipeRun(recipe, zoo_for(recipe, zoo, manifest, results, quiet, names), steps))
-    if not quiet:
-        print(f"sweep {grid.name}: {len(summary.runs)} recipes x {len(names)} networks "
-              f"({', '.join(names[:4])}{', …' if len(names) > 4 else ''})")
-        print(summary.plan_table().drop(columns="zoo").to_string(index=False))
+    if echo is not None:
+        echo(f"sweep {grid.name}: {len(summary.runs)} recipes x {len(names)} networks "
+             f"({', '.join(names[:4])}{', …' if len(names) > 4 else ''})")
+        echo(summary.plan_table().drop(columns="zoo").to_string(index=False))
+    devices = parse_devices(device)
     for run in summary.runs:
-        job = TrainJob.from_cli(zoo=run.zoo, dataset=dataset, data_root=data_root, download=download,
-                                results=results, epochs=None, networks=",".join(names), seeds=seeds, shard=None,
-                                workers=workers, device=device, recipe=run.recipe, executor="local", address=None,
-                                gpus_per_task=None, lenses=True, quiet=quiet)
+        job = TrainJob(zoo=run.zoo, results=results, dataset=dataset, data_root=data_root, download=download,
+                       recipe=run.recipe, seeds=tuple(seeds) if seeds else (42,), networks=",".join(names),
+                       workers=workers, devices=devices, quiet=quiet)
         run.summary = run_job(job)
-        if not quiet:
-            print(f"  {run.recipe.name}: {run.summary.line()}")
+        if echo is not None:
+            echo(f"  {run.recipe.name}: {run.summary.line()}")
     summary.wall_time_s = time.perf_counter() - start
     return summary

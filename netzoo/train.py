@@ -1,42 +1,64 @@
-"""The hot loop: train one network under a Recipe and yield one EpochResult per epoch.
+"""The trainer: one network, or a group of runs of one network, through one loop and one ``evaluate``.
+
+A *run* is a network trained under a recipe from a seed (``Run``). ``train_runs`` trains R >= 1 runs of the
+network a builder makes and yields, after each epoch, one ``EpochResult`` per run still training;
+``train_network`` is the one-run case. Every run has its own seed-initialised weights, its own shuffle order (a
+``torch.Generator`` seeded with its seed), its own optimizer state, loss, divergence and early stopping. One run
+trains its network itself; R > 1 runs train as one fused module (``netzoo.fuse``: inputs (R*B, …), outputs
+(R*B, K)), so R small networks cost about as many kernel launches as one. A run whose epoch says stop (diverged,
+stopped early, its last epoch) leaves the group: the others are fused again without it, weights and optimizer
+state carried over, and go on undisturbed.
 
 Data lives on the training device for the whole run (``netzoo.datasets.load_dataset``); a batch is an index
-slice of a ``torch.randperm`` drawn on the device; the loss and accuracy accumulate on the device, and the
-host reads them once per epoch (the one sync), as airbench does. Timing follows the study: an epoch's time
-covers its training steps only (device synchronised before each clock read); evaluation is timed apart.
+slice of a ``torch.randperm`` drawn on the device; the loss and accuracy accumulate on the device, and the host
+reads them once per epoch (the one sync), as airbench does. Timing follows the study: an epoch's time covers its
+training steps only (device synchronised before each clock read); evaluation is timed apart. A group's times
+are shared: each run is charged the group's time divided by the runs in it.
 
-An epoch whose loss turns NaN/inf is ``diverged``: its outputs answer nothing (the argmax of NaN
-log-probabilities is class 0 for every sample), so it carries no log-probabilities and null accuracies
-(``without_answers``). A network with BatchNorm never trains on a final batch of one sample: training-mode
-BatchNorm cannot normalise one value per channel, so ``split_batches`` merges it into the batch before
-(every sample still trains once per epoch) and the EpochResult says so (``last_batch_merged``).
+The rules that end a run live here, in ``Stopping``: an epoch whose training or test loss is NaN/inf is
+``diverged`` (its outputs answer nothing: the argmax of NaN log-probabilities is class 0 for every sample, so it
+carries no log-probabilities and null accuracies, ``without_answers``); with early stopping, a run whose test
+loss has not improved for ``early_stopping_patience`` epochs is ``stopped_early``. A network with BatchNorm never
+trains on a final batch of one sample: training-mode BatchNorm cannot normalise one value per channel, so
+``split_batches`` merges it into the batch before (every sample still trains once per epoch) and the EpochResult
+says so (``last_batch_merged``).
 
-Out-of-memory retries, claims and writing wrap this loop in ``netzoo.runner``.
+Out-of-memory retries, claims and writing wrap this trainer in ``netzoo.executors.task``, never inside it; the
+trainer imports nothing above it (datasets, devices, fuse, lenses, recipe).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.adam import adam as functional_adam
 from torch import nn
+from torch.optim.adam import adam as functional_adam
 
 from netzoo.datasets import Dataset
+from netzoo.devices import sync
 from netzoo.errors import RecipeError
 from netzoo.recipe import Recipe
 
 WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One training run: the network (given apart, as a builder) under ``recipe`` from ``seed``."""
+
+    seed: int
+    recipe: Recipe
+
+
 @dataclass
 class EpochResult:
-    """One epoch of one network: the ``epochs`` columns (minus the key), test log-probabilities, lens rows."""
+    """One epoch of one run: the ``epochs`` columns (minus the key), test log-probabilities, lens rows."""
 
     epoch: int
     status: str                  # done, diverged (loss NaN/inf this epoch) or stopped_early
@@ -48,14 +70,14 @@ class EpochResult:
 
 @dataclass
 class Evaluation:
-    """The test split's metrics after an epoch."""
+    """One run's test-split metrics after an epoch."""
 
     loss: float
     acc: float
     balanced_acc: float
     class_recall: list[float]
     log_probs: np.ndarray        # (N, K) float32
-    time_s: float
+    time_s: float                # the run's share of the evaluation's time
 
 
 # Metrics that are answers: a diverged epoch has none of them (without_answers). Losses are kept as measured:
@@ -69,6 +91,30 @@ def without_answers(metrics: dict) -> dict:
     NaN outputs predict nothing; their argmax (class 0 everywhere) would score 1/K on a balanced test split.
     """
     return {k: None if k in ANSWER_METRICS or k.startswith("test_acc_class_") else v for k, v in metrics.items()}
+
+
+@dataclass
+class Stopping:
+    """The one rule that ends a run after an epoch: diverged, stopped early, or done (and go on)."""
+
+    recipe: Recipe
+    best_loss: float = math.inf
+    stale_epochs: int = 0
+
+    def status(self, epoch: int, train_loss: float, test_loss: float) -> str:
+        """'diverged' when either loss is NaN/inf; 'stopped_early' when the test loss has not improved by
+        ``early_stopping_min_delta`` for ``early_stopping_patience`` epochs before the last; else 'done'."""
+        if not math.isfinite(train_loss) or not math.isfinite(test_loss):
+            return "diverged"
+        patience = self.recipe.early_stopping_patience
+        if patience:
+            if test_loss < self.best_loss - self.recipe.early_stopping_min_delta:
+                self.best_loss, self.stale_epochs = test_loss, 0
+            else:
+                self.stale_epochs += 1
+                if self.stale_epochs >= patience and epoch < self.recipe.epochs:
+                    return "stopped_early"
+        return "done"
 
 
 def has_batch_norm(model: nn.Module) -> bool:
@@ -91,18 +137,12 @@ def merges_last_batch(model: nn.Module, n_train: int, batch_size: int) -> bool:
 
 
 def split_batches(perm: torch.Tensor, batch_size: int, merge_last: bool = False) -> tuple[torch.Tensor, ...]:
-    """Index batches of ``batch_size`` along the last dimension of ``perm`` ((N,) or (S, N) for batched seeds);
-    with ``merge_last``, a final batch of one index joins the batch before (see merges_last_batch)."""
+    """Index batches of ``batch_size`` along the last dimension of ``perm`` ((N,), or (R, N) for a group's R
+    shuffle orders); with ``merge_last``, a final batch of one index joins the batch before (merges_last_batch)."""
     batches = perm.split(batch_size, dim=-1)
     if merge_last and len(batches) > 1 and batches[-1].shape[-1] == 1:
         batches = batches[:-2] + (torch.cat(batches[-2:], dim=-1),)
     return batches
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work, so the clock measures finished work (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -171,8 +211,11 @@ def fast_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]):
 
     For Adam and AdamW, after one ordinary step has created the state, it calls torch's functional
     ``torch.optim.adam.adam`` on state lists gathered once, skipping ``step``'s per-call wrappers (profiler
-    hooks, graph-capture checks, state lookup): ~0.4 ms less per step on this CPU, where a small network's
-    whole step takes ~1 ms. Any other optimizer, or a step where a parameter got no gradient, uses ``step``.
+    hooks, graph-capture checks, state lookup). Measured for issue 13 (docs/benchmarks.md, "fast_step"),
+    interleaved in one process, one thread: a whole training step of a 64-32-10 MLP takes 0.192 ms with it
+    against 0.236 ms with ``optimizer.step()`` (1.23x), of a 4-channel conv 0.520 vs 0.654 ms (1.26x).
+    Any other optimizer, or a step where a parameter got no gradient, uses ``step``.
+    ``tests/test_train.py`` checks it against ``optimizer.step()``, number for number.
     """
     group = optimizer.param_groups[0]
     if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1 or \
@@ -209,107 +252,259 @@ def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe):
 
 
 def evaluate(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, classes: int,
-             batch_size: int = 1000) -> Evaluation:
-    """Test loss, accuracy, per-class recall and balanced accuracy (the study's 'accuracy'), without autograd."""
+             batch_size: int = 1000, runs: int = 1) -> list[Evaluation]:
+    """Each run's test loss, accuracy, per-class recall and balanced accuracy (the study's 'accuracy'), without
+    autograd: one Evaluation per run. ``model`` is one network (``runs=1``) or a fused group of ``runs`` runs,
+    which sees every test batch once per run, (R*n, …) -> (R*n, K)."""
     device = x_test.device
     model.eval()
     sync(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        log_probs = torch.cat([model(x) for x in x_test.split(batch_size)]).float()  # (N, K)
-        loss = F.nll_loss(log_probs, y_test, reduction="mean")
-        pred = log_probs.argmax(1)
-        hits = torch.bincount(y_test[pred == y_test], minlength=classes)
+        outputs = []
+        for x in x_test.split(batch_size):
+            out = model(x if runs == 1 else x.repeat(runs, *[1] * (x.dim() - 1)))  # (R*n, K)
+            outputs.append(out.view(runs, -1, out.shape[-1]))
+        log_probs = torch.cat(outputs, dim=1).float()  # (R, N, K)
         counts = torch.bincount(y_test, minlength=classes)
-        host = torch.cat([loss.reshape(1).double(), hits.double(), counts.double()]).cpu().numpy()
+        host = []
+        for run_log_probs in log_probs:  # each run's metrics, as one network's
+            loss = F.nll_loss(run_log_probs, y_test, reduction="mean")
+            pred = run_log_probs.argmax(1)
+            hits = torch.bincount(y_test[pred == y_test], minlength=classes)
+            host.append(torch.cat([loss.reshape(1).double(), hits.double(), counts.double()]))
+        host = torch.stack(host).cpu().numpy()  # (R, 1 + 2K)
         log_probs = log_probs.cpu().numpy()
     sync(device)
-    elapsed = time.perf_counter() - start
-    hits, counts = host[1:1 + classes], host[1 + classes:]
-    recall = np.divide(hits, counts, out=np.full(classes, np.nan), where=counts > 0)
-    return Evaluation(loss=float(host[0]), acc=float(hits.sum() / counts.sum()),
-                      balanced_acc=float(np.nanmean(recall)), class_recall=recall.tolist(),
-                      log_probs=log_probs, time_s=elapsed)
+    elapsed = (time.perf_counter() - start) / runs  # shared: each run is charged its share
+    out = []
+    for run_host, run_log_probs in zip(host, log_probs):
+        hits, counts = run_host[1:1 + classes], run_host[1 + classes:]
+        recall = np.divide(hits, counts, out=np.full(classes, np.nan), where=counts > 0)
+        out.append(Evaluation(loss=float(run_host[0]), acc=float(hits.sum() / counts.sum()),
+                              balanced_acc=float(np.nanmean(recall)), class_recall=recall.tolist(),
+                              log_probs=run_log_probs, time_s=elapsed))
+    return out
+
+
+# --- a group of runs ------------------------------------------------------------------------------------
+# Recipe fields a group's runs must share: the loop's batches and the device's matmul precision. The others
+# (optimizer numbers, schedule, init, epochs, early stopping) may differ from run to run.
+SHARED_FIELDS = ("batch_size", "eval_batch_size", "allow_tf32")
+# Fields of the update: runs equal in all of these step with one torch.optim optimizer over the group
+# (netzoo.fuse: the same arithmetic as each run's own, element by element); otherwise with RunOptimizer.
+UPDATE_FIELDS = ("optimizer", "lr", "amsgrad", "momentum", "weight_decay", "schedule", "step_size", "gamma")
+
+
+def _run_losses(out: torch.Tensor, target: torch.Tensor, runs: int) -> torch.Tensor:
+    """Each run's mean NLL over its rows of a (R*B, K) batch: (R,). One run: nll_loss's own mean, bit for bit
+    the study's; a group: the per-row losses averaged per run (another summation order, within float rounding)."""
+    if runs == 1:
+        return F.nll_loss(out, target).reshape(1)
+    return F.nll_loss(out, target, reduction="none").view(runs, -1).mean(1)
+
+
+class _Group:
+    """The module that trains the runs still in a group, and how it steps: one network with its recipe's
+    optimizer (one run), or a fused module (netzoo.fuse) with one torch.optim optimizer over its stacked
+    parameters (runs equal in every UPDATE_FIELDS) or a RunOptimizer (per-run numbers)."""
+
+    def __init__(self, models: list[nn.Module], runs: list[Run], fused: bool, lenses: bool) -> None:
+        self.models, self.runs, self.fused = models, runs, fused
+        self.per_run = len({tuple(getattr(r.recipe, f) for f in UPDATE_FIELDS) for r in runs}) > 1 or \
+            any(r.recipe.schedule == "cosine" for r in runs) and len({r.recipe.epochs for r in runs}) > 1
+        self.lenses_on = lenses
+        self.module = self._build(list(range(len(runs))))
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        if self.per_run:
+            from netzoo.fuse_optim import RunOptimizer
+
+            self.run_optimizers = [make_optimizer([torch.zeros(1, requires_grad=True)], r.recipe) for r in runs]
+            self.schedules = [make_schedule(o, r.recipe) for o, r in zip(self.run_optimizers, runs)]
+            self.optimizer = RunOptimizer(self.params, self.run_optimizers)
+            self.step = self.optimizer.step
+        else:
+            self.optimizer = make_optimizer(self.params, runs[0].recipe)
+            self.schedules = [make_schedule(self.optimizer, runs[0].recipe)]
+            self.step = fast_step(self.optimizer, self.params)
+        self.lenses = self._lenses()
+
+    def _build(self, keep: list[int]) -> nn.Module:
+        if not self.fused:
+            return self.models[keep[0]]
+        from netzoo.fuse import fuse
+
+        return fuse([self.models[i] for i in keep])
+
+    def _lenses(self):
+        if not self.lenses_on:
+            return None
+        from netzoo.lenses import Lenses
+
+        return Lenses(self.module, runs=len(self.runs), layout=self.models[0] if self.fused else None)
+
+    def lrs(self) -> list[float]:
+        """Each run's current learning rate."""
+        if self.per_run:
+            return [o.param_groups[0]["lr"] for o in self.run_optimizers]
+        return [self.optimizer.param_groups[0]["lr"]] * len(self.runs)
+
+    def schedule_step(self) -> None:
+        """Each lr schedule's per-epoch step."""
+        for schedule in self.schedules:
+            if schedule is not None:
+                schedule.step()
+
+    def keep(self, keep: list[int]) -> None:
+        """Go on with the runs at positions ``keep`` only: fuse them again (weights, BatchNorm statistics and
+        optimizer state carried over, sliced along the run dimension); the others leave the group."""
+        from netzoo.fuse import unfuse
+
+        for i in keep:
+            self.models[i].load_state_dict(unfuse(self.module, i))
+        old_params = dict(self.module.named_parameters())
+        if self.lenses is not None:
+            self.lenses.close()
+        self.module = self._build(keep)
+        self.models = [self.models[i] for i in keep]
+        self.runs = [self.runs[i] for i in keep]
+        index = torch.tensor(keep, device=self.params[0].device)
+        new_params = dict(self.module.named_parameters())
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        if self.per_run:
+            from netzoo.fuse_optim import RunOptimizer
+
+            old = self.optimizer
+            self.run_optimizers = [self.run_optimizers[i] for i in keep]
+            self.schedules = [self.schedules[i] for i in keep]
+            self.optimizer = RunOptimizer(self.params, self.run_optimizers)
+            self.optimizer.state = {k: [t.index_select(0, index) for t in v] for k, v in old.state.items()}
+            self.optimizer.step_count = old.step_count
+            self.step = self.optimizer.step
+        else:
+            state = self.optimizer.state
+            moved = {new_params[name]: {k: v.index_select(0, index) if torch.is_tensor(v) and v.dim() else v
+                                        for k, v in state[param].items()}
+                     for name, param in old_params.items() if param in state}
+            self.optimizer.state.clear()
+            self.optimizer.state.update(moved)
+            self.optimizer.param_groups[0]["params"] = self.params
+            self.step = fast_step(self.optimizer, self.params)
+        self.lenses = self._lenses()
+
+    def close(self) -> None:
+        if self.lenses is not None:
+            self.lenses.close()
+
+
+def train_runs(build: Callable[[], nn.Module], runs: Sequence[Run], data: Dataset, device="cpu",
+               lenses: bool = False, batch_size: int | None = None) -> Iterator[dict[int, EpochResult]]:
+    """Train ``runs`` of the network ``build()`` makes; after each epoch, yield {position in ``runs``:
+    EpochResult} for every run that trained that epoch.
+
+    Each run is built after ``seed_everything(run.seed)`` and initialised by ``init_weights(model,
+    run.recipe.init, run.seed)``; it shuffles with ``torch.Generator(device).manual_seed(run.seed)``. A run ends
+    after an epoch that ``Stopping`` says is diverged or stopped early, or after its recipe's last epoch; the
+    others go on (see the module doc). ``lenses`` records each run's ``layers`` rows (netzoo.lenses) in
+    ``layer_rows``. ``batch_size`` overrides the recipes' (halved after a CUDA out-of-memory).
+
+    Raises RecipeError when the runs differ in a SHARED_FIELDS field or for batch size 1 with BatchNorm, and
+    FusionError (netzoo.fuse) when several runs of this network cannot train as one module (train them one at
+    a time); both before the first epoch.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("train_runs needs at least one run")
+    differ = [f for f in SHARED_FIELDS if len({getattr(r.recipe, f) for r in runs}) > 1]
+    if differ:
+        raise RecipeError(f"the runs of one group must share {', '.join(differ)}; train them in separate groups.")
+    device = torch.device(device)
+    first = runs[0].recipe
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = first.allow_tf32
+        torch.backends.cudnn.allow_tf32 = first.allow_tf32
+    models = []
+    for run in runs:
+        seed_everything(run.seed)
+        model = build()
+        init_weights(model, run.recipe.init, run.seed)
+        models.append(model.to(device))
+    x_train, y_train = data.x_train, data.y_train
+    n_train, batch_size = len(x_train), batch_size or first.batch_size
+    merge_last = merges_last_batch(models[0], n_train, batch_size)
+    group = _Group(models, runs, fused=len(runs) > 1, lenses=lenses)
+    live = list(range(len(runs)))  # positions in ``runs`` of the runs in the group, in its order
+    generators = [torch.Generator(device).manual_seed(run.seed) for run in runs]
+    stopping = [Stopping(run.recipe) for run in runs]
+    train_time = [0.0] * len(runs)
+    try:
+        for epoch in range(1, max(run.recipe.epochs for run in runs) + 1):
+            r = len(live)
+            lrs = group.lrs()
+            group.module.train()
+            loss_sum = torch.zeros(r, device=device)
+            correct = torch.zeros(r, device=device, dtype=torch.int64)
+            sync(device)
+            start = time.perf_counter()
+            perms = torch.stack([torch.randperm(n_train, device=device, generator=generators[i]) for i in live])
+            for idx in split_batches(perms, batch_size, merge_last):  # (R, B): run r's batch in row r
+                rows = idx.reshape(-1)
+                out = group.module(x_train[rows])  # (R*B, K) log-probabilities
+                target = y_train[rows]
+                losses = _run_losses(out, target, r)
+                for p in group.params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapper
+                    p.grad = None
+                losses.sum().backward()  # runs share no weight: each gets exactly its own gradient
+                group.step()
+                loss_sum += losses.detach() * idx.shape[-1]  # stays on the device: no sync per step
+                correct += (out.detach().argmax(1) == target).view(r, -1).sum(1)
+            sync(device)
+            epoch_time = (time.perf_counter() - start) / r  # shared: each run is charged its share
+            group.schedule_step()
+
+            host = torch.cat([loss_sum.double(), correct.double()]).tolist()  # the epoch's one sync
+            if group.lenses is not None:
+                with group.lenses.evaluating():
+                    evaluations = evaluate(group.module, data.x_test, data.y_test, data.classes,
+                                           first.eval_batch_size, runs=r if group.fused else 1)
+                layer_rows = group.lenses.epoch_rows_by_run()
+            else:
+                evaluations = evaluate(group.module, data.x_test, data.y_test, data.classes, first.eval_batch_size,
+                                       runs=r if group.fused else 1)
+                layer_rows = [[] for _ in live]
+
+            results, keep = {}, []
+            for k, i in enumerate(live):
+                ev, train_loss = evaluations[k], host[k] / n_train
+                train_time[i] += epoch_time
+                status = stopping[i].status(epoch, train_loss, ev.loss)
+                metrics = {
+                    "train_loss": train_loss, "train_acc": host[r + k] / n_train,
+                    "test_loss": ev.loss, "test_acc": ev.acc, "test_balanced_acc": ev.balanced_acc,
+                    "epoch_time_s": epoch_time, "train_time_s": train_time[i], "eval_time_s": ev.time_s,
+                    "lr": lrs[k], **{f"test_acc_class_{c}": v for c, v in enumerate(ev.class_recall)},
+                }
+                log_probs = ev.log_probs
+                if status == "diverged":
+                    metrics, log_probs = without_answers(metrics), None
+                results[i] = EpochResult(epoch=epoch, status=status, metrics=metrics, log_probs=log_probs,
+                                         layer_rows=layer_rows[k], last_batch_merged=merge_last)
+                if status == "done" and epoch < runs[i].recipe.epochs:
+                    keep.append(k)
+            yield results
+            if not keep:
+                return
+            if len(keep) < r:
+                group.keep(keep)
+                live = [live[k] for k in keep]
+    finally:
+        group.close()
 
 
 def train_network(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, device="cpu",
-                  lenses=None, batch_size: int | None = None) -> Iterator[EpochResult]:
-    """Train ``model`` from scratch under ``recipe`` with ``seed``; yield one EpochResult per epoch.
-
-    Stops after an epoch whose training or test loss is NaN/inf (status ``diverged``: no log-probabilities,
-    null accuracies) or when early stopping triggers (``stopped_early``). ``batch_size`` overrides the
-    recipe's (the runner halves it after a CUDA out-of-memory). With BatchNorm a final batch of one sample is
-    merged into the one before. ``lenses`` (netzoo.lenses.Lenses, already attached) fills ``layer_rows``.
-    Raises RecipeError for batch size 1 with BatchNorm.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = recipe.allow_tf32
-        torch.backends.cudnn.allow_tf32 = recipe.allow_tf32
-    init_weights(model, recipe.init, seed)
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, recipe)
-    step = fast_step(optimizer, params)
-    schedule = make_schedule(optimizer, recipe)
-    gen = torch.Generator(device).manual_seed(seed)  # the shuffle order, as netzoo.batched draws it
-    x_train, y_train = data.x_train, data.y_train
-    n_train, batch_size = len(x_train), batch_size or recipe.batch_size
-    merge_last = merges_last_batch(model, n_train, batch_size)
-    train_time, best_loss, stale_epochs = 0.0, math.inf, 0
-
-    for epoch in range(1, recipe.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        sync(device)
-        start = time.perf_counter()
-        for idx in split_batches(torch.randperm(n_train, device=device, generator=gen), batch_size, merge_last):
-            out = model(x_train[idx])  # (B, K) log-probabilities
-            loss = F.nll_loss(out, y_train[idx])
-            for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapper
-                p.grad = None
-            loss.backward()
-            step()
-            loss_sum += loss.detach() * len(idx)  # stays on the device: no sync per step
-            correct += (out.detach().argmax(1) == y_train[idx]).sum()
-        sync(device)
-        epoch_time = time.perf_counter() - start
-        train_time += epoch_time
-        if schedule is not None:
-            schedule.step()
-
-        train_loss, train_correct = torch.stack([loss_sum, correct.double()]).tolist()  # the epoch's one sync
-        train_loss /= n_train
-        if lenses is not None:
-            with lenses.evaluating():
-                ev = evaluate(model, data.x_test, data.y_test, data.classes, recipe.eval_batch_size)
-            layer_rows = lenses.epoch_rows()
-        else:
-            ev = evaluate(model, data.x_test, data.y_test, data.classes, recipe.eval_batch_size)
-            layer_rows = []
-
-        status = "done"
-        if not math.isfinite(train_loss) or not math.isfinite(ev.loss):
-            status = "diverged"
-        elif recipe.early_stopping_patience:
-            if ev.loss < best_loss - recipe.early_stopping_min_delta:
-                best_loss, stale_epochs = ev.loss, 0
-            else:
-                stale_epochs += 1
-                if stale_epochs >= recipe.early_stopping_patience and epoch < recipe.epochs:
-                    status = "stopped_early"
-        metrics = {
-            "train_loss": train_loss, "train_acc": train_correct / n_train,
-            "test_loss": ev.loss, "test_acc": ev.acc, "test_balanced_acc": ev.balanced_acc,
-            "epoch_time_s": epoch_time, "train_time_s": train_time, "eval_time_s": ev.time_s, "lr": lr,
-            **{f"test_acc_class_{k}": r for k, r in enumerate(ev.class_recall)},
-        }
-        log_probs = ev.log_probs
-        if status == "diverged":
-            metrics, log_probs = without_answers(metrics), None
-        yield EpochResult(epoch=epoch, status=status, metrics=metrics, log_probs=log_probs,
-                          layer_rows=layer_rows, last_batch_merged=merge_last)
-        if status != "done":
-            return
+                  lenses: bool = False, batch_size: int | None = None) -> Iterator[EpochResult]:
+    """Train ``model`` from scratch under ``recipe`` with ``seed``; yield one EpochResult per epoch: the
+    one-run case of ``train_runs`` (see there). Raises RecipeError for batch size 1 with BatchNorm."""
+    for results in train_runs(lambda: model, [Run(seed, recipe)], data, device, lenses=lenses,
+                              batch_size=batch_size):
+        yield results[0]

@@ -4,6 +4,11 @@ A zoo folder is code: importing a network runs its file. Every import goes throu
 runs a file only when its bytes hash to the sha256 the manifest recorded at generation (an edited file is
 refused, naming the command that regenerates it), and every manifest read goes through ``read_manifest``,
 which refuses a damaged manifest and a network name outside the naming grammar (netzoo.names).
+
+The one front door to a zoo: every reader of a manifest (``read_manifest``, ``manifest_rows``), every choice of
+networks by wildcard or by family and activation (``matching``, ``select_networks``, ``list_networks``) and
+every import of a network file (``load_network``, ``import_network``) goes through this module, in natural
+order (``natural_key``).
 """
 
 from __future__ import annotations
@@ -15,16 +20,20 @@ import importlib.util
 import re
 import shlex
 import sys
+from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from torch import nn
 
 from netzoo.errors import NetworkNameError, UnknownNetworkError, ZooError
 from netzoo.names import check_network_name
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def natural_key(name: str) -> list:
@@ -38,12 +47,29 @@ def read_manifest(zoo_dir: str | Path) -> pd.DataFrame:
     Raises UnknownNetworkError when it is missing, ZooError when it is damaged (truncated, not Parquet, no
     network or file column, a file outside the folder) and NetworkNameError when a name is outside the grammar.
     """
+    return _read_manifest(*_signature(zoo_dir)).to_pandas()
+
+
+def manifest_rows(zoo_dir: str | Path) -> dict[str, dict]:
+    """network -> its manifest row as plain Python values, read and checked as ``read_manifest`` does, once per
+    version of the file (a worker asks for a row with every task it trains)."""
+    return _rows(*_signature(zoo_dir))
+
+
+def _signature(zoo_dir: str | Path) -> tuple[str, int, int]:
+    """(path, mtime_ns, size) of the zoo's manifest, the key of its cached reads; UnknownNetworkError when the
+    zoo has none."""
     path = Path(zoo_dir) / "manifest.parquet"
     if not path.is_file():
         raise UnknownNetworkError(f"No zoo at {zoo_dir}: {path} is missing. "
                                   f"Run: netzoo generate --out {zoo_dir}")
     stat = path.stat()
-    return _read_manifest(str(path), stat.st_mtime_ns, stat.st_size).to_pandas()
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=16)
+def _rows(path: str, mtime_ns: int, size: int) -> dict[str, dict]:
+    return {row["network"]: row for row in _read_manifest(path, mtime_ns, size).to_pylist()}
 
 
 @functools.lru_cache(maxsize=16)
@@ -85,6 +111,36 @@ def _shell_word(value) -> str:
     return shlex.quote(text) if text.isprintable() else ascii(text)  # one line, always
 
 
+def matching(names: Iterable[str], globs: Sequence[str]) -> list[str]:
+    """The ``names`` matching any of the shell wildcards ``globs`` (all of them when ``globs`` is empty), each
+    once, in natural order: the one way netzoo chooses networks by name."""
+    names = dict.fromkeys(names)
+    globs = [g.strip() for g in globs if g.strip()]
+    return sorted((n for n in names if not globs or any(fnmatchcase(n, g) for g in globs)), key=natural_key)
+
+
+def select_networks(manifest: pd.DataFrame, names: Sequence[str] = (), family: Sequence[str] = (),
+                    activation: Sequence[str] = (), per_cell: int | None = None) -> list[str]:
+    """Names of the manifest's networks whose name, family and activation each match one of their globs (an
+    empty list matches anything), in natural order; with ``per_cell``, only the first ``per_cell`` networks of
+    each family x activation cell. An empty list when nothing matches: callers name the fix."""
+    chosen = set(matching(manifest["network"], names))
+    for column, globs in (("family", family), ("activation", activation)):
+        if globs:
+            chosen &= {n for n, v in zip(manifest["network"], manifest[column].astype(str)) if matching([v], globs)}
+    ordered = matching(chosen, ())
+    if per_cell is not None:
+        cells = dict(zip(manifest["network"], zip(manifest["family"], manifest["activation"].astype(str))))
+        taken: dict[tuple, int] = {}
+        kept = []
+        for name in ordered:
+            taken[cells[name]] = taken.get(cells[name], 0) + 1
+            if taken[cells[name]] <= per_cell:
+                kept.append(name)
+        ordered = kept
+    return ordered
+
+
 def list_networks(zoo_dir: str | Path, pattern: str = "*") -> pd.DataFrame:
     """Manifest rows whose name matches ``pattern`` (shell wildcards, comma-separated), in natural order.
 
@@ -92,17 +148,12 @@ def list_networks(zoo_dir: str | Path, pattern: str = "*") -> pd.DataFrame:
     """
     manifest = read_manifest(zoo_dir)
     names = list(manifest["network"])
-    keep: set[str] = set()
     for part in (p.strip() for p in str(pattern).split(",")):
-        if not part:
-            continue
-        hits = {n for n in names if fnmatchcase(n, part)}
-        if not hits:
+        if part and not matching(names, [part]):
             raise UnknownNetworkError(_no_match(part, names, zoo_dir))
-        keep |= hits
-    rows = manifest[manifest["network"].isin(keep)]
-    order = sorted(rows.index, key=lambda i: natural_key(rows.at[i, "network"]))
-    return rows.loc[order].reset_index(drop=True)
+    rank = {name: i for i, name in enumerate(matching(names, str(pattern).split(",")))}
+    rows = manifest[manifest["network"].isin(rank)]
+    return rows.sort_values("network", key=lambda column: column.map(rank)).reset_index(drop=True)
 
 
 def _no_match(part: str, names: list[str], zoo_dir) -> str:
@@ -187,11 +238,10 @@ def _check_bytes(path: Path, source: bytes, recorded, fix: str) -> None:
 
 def load_network(zoo_dir: str | Path, name: str) -> nn.Module:
     """Build the network ``name`` of a zoo (imports <Name>.py, constructs it with no arguments)."""
-    rows = read_manifest(zoo_dir)
-    row = rows[rows["network"] == name]
-    if row.empty:
-        raise UnknownNetworkError(_no_match(name, list(rows["network"]), zoo_dir))
-    return import_network(Path(zoo_dir) / row["file"].iloc[0], name)()
+    rows = manifest_rows(zoo_dir)
+    if name not in rows:
+        raise UnknownNetworkError(_no_match(name, list(rows), zoo_dir))
+    return import_network(Path(zoo_dir) / rows[name]["file"], name)()
 
 
 def describe_network(zoo_dir: str | Path, name: str) -> str:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from netzoo.bench import (END, START, bench_sample, matmul_flops_per_s, read_section, train_reference,
+from netzoo.benchmarks.study import (END, START, bench_sample, matmul_flops_per_s, read_section, train_reference,
                           write_section)
 from netzoo.datasets import load_dataset
 from netzoo.errors import NetzooError
@@ -20,7 +20,7 @@ TINY = Path(__file__).parent / "data" / "tiny.toml"
 
 @pytest.mark.slow
 def test_benchmark_runs_and_its_section_parses(tmp_path):
-    from netzoo.bench import run_benchmark
+    from netzoo.benchmarks.study import run_benchmark
 
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Another helper's section\n\nkept as it is\n")
@@ -71,3 +71,16 @@ def test_missing_section_is_reported(tmp_path):
     doc.write_text("# Benchmarks\n")
     with pytest.raises(NetzooError, match="no bench section"):
         read_section(doc)
+
+
+def test_volume_benchmark_writes_a_synthetic_study_as_the_trainer_does_and_times_question_8(tmp_path):
+    """netzoo.benchmarks.volume at a tiny size: the rows it reports are the rows netzoo.results.load returns,
+    and question 8 answers on the part files and after compaction (no speed is checked)."""
+    from netzoo.benchmarks.volume import measure_volume
+    from netzoo.results import load
+
+    text = measure_volume(tmp_path, networks=3, epochs=2, samples=40)
+    assert "| predictions | 240 |" in text and "question 8 after compaction" in text
+    tables = load(tmp_path)
+    assert (len(tables.networks), len(tables.epochs), len(tables.predictions)) == (3, 6, 240)
+    assert set(tables.networks["status"]) == {"done"} and tables.predictions["pred"].notna().all()

@@ -513,9 +513,23 @@ def test_a_failed_digits_cache_write_leaves_no_temporary_file(tmp_path, monkeypa
     monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path)
 
     def disk_full(file, **arrays):
-        Path(file).write_bytes(b"PK\x03\x04 half a zip")
+        file.write(b"PK\x03\x04 half a zip")  # the cache is written into an open temporary file (netzoo.files)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "savez", disk_full)
     data = load_dataset("digits")  # the cache only costs speed: the split is still returned
     assert len(data.x_train) == 1437 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist", "fashion-mnist"])
+def test_the_registry_gives_each_dataset_its_split_sizes_without_loading_it(name):
+    """Steps per epoch (sweep, report, bench) come from dataset_info, the one train-size helper: it must agree
+    with the loaded tensors."""
+    from netzoo.datasets import dataset_info
+
+    folder = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}.get(name)
+    if folder and not (SHARED / folder / "raw").is_dir():
+        pytest.skip(f"no real {folder} under {SHARED}")
+    data = load_dataset(name, root=SHARED if folder else None)
+    info = dataset_info(name)
+    assert (info.train_size, info.test_size) == (len(data.x_train), len(data.x_test))

@@ -246,9 +246,7 @@ def test_trainer_records_one_row_per_layer_per_epoch_matching_the_test_split():
 
     data = load_dataset("digits")
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10), nn.LogSoftmax(dim=1))
-    lenses = Lenses(model)
-    results = list(train_network(model, data, Recipe(epochs=2), seed=0, device="cpu", lenses=lenses))
-    lenses.close()
+    results = list(train_network(model, data, Recipe(epochs=2), seed=0, device="cpu", lenses=True))
     assert [[r["layer"] for r in result.layer_rows] for result in results] == [["1", "3", "2"]] * 2
     last = {r["layer"]: r for r in results[-1].layer_rows}
     with torch.no_grad():

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from analysis import lenses
-from analysis.population import Tables
+from netzoo.results import ResultTables as Tables  # the one tables type
 from netzoo.schema import LAYERS
 
 WIDTHS = [1, 2, 4, 8, 16, 32, 64]

@@ -14,7 +14,8 @@ import pytest
 from netzoo.errors import NetzooError
 from netzoo.executors import ray as ray_executor
 from netzoo.results import load
-from netzoo.runner import Task, run_job
+from netzoo.jobs import Task
+from netzoo.runner import run_job
 from zoo_fixture import HEALTHY, digits_job, make_zoo
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'netzoo[ray]')")

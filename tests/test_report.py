@@ -51,10 +51,11 @@ def test_charts_are_embedded_and_also_saved_as_svg_and_png(written):
 
 def test_a_missing_or_failing_module_does_not_break_the_report(tmp_path, monkeypatch, written):
     results, _ = written
-    (tmp_path / "broken_sections.py").write_text("def report_sections(tables):\n    raise RuntimeError('boom')\n")
+    (tmp_path / "broken_sections.py").write_text(
+        "def report_sections(tables, results_dir=None, select_on=None):\n    raise RuntimeError('boom')\n")
     (tmp_path / "extra_sections.py").write_text(
         "from analysis.section import Section\n"
-        "def report_sections(tables):\n"
+        "def report_sections(tables, results_dir=None, select_on=None):\n"
         "    return [Section('extra', 'Extra', 'Is it there?', f'{len(tables.networks)} networks.')]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     tables = report.load_tables(results)
@@ -122,3 +123,16 @@ def test_a_family_and_an_activation_keep_their_colour_in_every_chart():
     assert palette("activation", ["Tanh"])["Tanh"] == palette("activation", ["None", "Tanh"])["Tanh"]
     colours = palette("family", ["Linear", "Conv2d", "MyNewFamily"])
     assert len(set(colours.values())) == 3  # an unknown family still gets a colour of its own
+
+
+def test_a_stray_empty_parquet_in_predictions_does_not_drop_the_beyond_sections(written, tmp_path):
+    """The ensembles read their runs' probabilities through netzoo.results.load, which reads whole keys only:
+    a stray file in DIR/predictions (here an empty .parquet another tool left) costs no section."""
+    results, _ = written
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("report"))
+    (copy / "predictions" / "stray.parquet").write_bytes(b"")
+    sections = report.collect_sections(report.load_tables(copy), copy)
+    shown = {s.key: s.group for s in sections}
+    assert {"pareto", "ensembles", "agreement"} <= set(shown), sorted(shown)
+    assert shown["ensembles"] != "Skipped" and "Skipped" not in shown.values(), sections

@@ -19,11 +19,15 @@ import torch
 from click.testing import CliRunner
 
 from netzoo import claims as claims_mod
-from netzoo import runner
+from netzoo import jobs
 from netzoo.cli import cli
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
 from netzoo.results import completed_keys, load, part_name
-from netzoo.runner import Task, parse_devices, parse_shard, plan, run_job, run_tasks
+from netzoo.devices import parse_devices
+from netzoo.executors.tasks import run_tasks
+from netzoo.jobs import Task, plan
+from netzoo.runner import run_job
+from netzoo.shards import parse_shard
 from netzoo.status import status_report
 from zoo_fixture import HEALTHY, SOURCES, digits_job, make_zoo
 
@@ -75,7 +79,7 @@ def test_rerun_skips_complete_networks(trained, zoo):
 def test_two_shards_split_the_zoo_and_each_plans_its_own_share_first(zoo, tmp_path):
     job = digits_job(zoo, tmp_path, seeds=(0, 1, 2))
     everything = [t.key for t in plan(job)]
-    shards = [set(runner.shard_keys(dataclasses.replace(job, shard=(i, 2)))) for i in (1, 2)]
+    shards = [set(jobs.shard_keys(dataclasses.replace(job, shard=(i, 2)))) for i in (1, 2)]
     assert shards[0] and shards[1] and not shards[0] & shards[1]
     assert shards[0] | shards[1] == set(everything) and len(everything) == len(SOURCES) * 3
     for i, own in zip((1, 2), shards):
@@ -138,18 +142,18 @@ def test_corrupt_part_is_reported_and_retrained(zoo, tmp_path, caplog):
 def test_cuda_out_of_memory_is_retried_once_at_half_the_batch(zoo, tmp_path, monkeypatch):
     import torch
 
-    from netzoo import train
+    from netzoo.executors import tasks
 
-    real = train.train_network
+    real = tasks.train_runs
     calls = []
 
-    def flaky(model, data, recipe, seed, device, lenses=None, batch_size=None):
+    def flaky(build, runs, data, device, lenses=False, batch_size=None):
         calls.append(batch_size)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        yield from real(model, data, recipe, seed, device, lenses=lenses, batch_size=batch_size)
+        yield from real(build, runs, data, device, lenses=lenses, batch_size=batch_size)
 
-    monkeypatch.setattr(train, "train_network", flaky)
+    monkeypatch.setattr(tasks, "train_runs", flaky)
     job = digits_job(zoo, tmp_path, networks="Basic", recipe=digits_job(zoo, tmp_path).recipe.replace(epochs=1))
     (outcome,) = run_tasks(job, plan(job))
     assert outcome.status == "done" and calls == [25, 12]
@@ -186,7 +190,8 @@ WORKER = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from zoo_fixture import digits_job
-    from netzoo.runner import run_tasks, Task
+    from netzoo.executors.tasks import run_tasks
+    from netzoo.jobs import Task
     job = digits_job(Path({zoo!r}), Path({results!r}), seeds=(0, 1), networks="Basic,Linear*", epochs=1)
     tasks = [Task(**t) for t in json.loads(Path({tasks!r}).read_text())]
     outcomes = run_tasks(job, tasks)
@@ -222,6 +227,47 @@ def test_two_local_workers_train_every_key_once_this_process_first(zoo, tmp_path
     # this process is the first worker and starts at once; the spawned one joins when torch is loaded
     # (with networks this small it may find nothing left)
     assert os.getpid() in pids and len(pids) <= 2
+
+
+DIES_IN_A_WORKER = ("Linear", "None", 1, '''
+import os
+import time
+from pathlib import Path
+
+
+class DiesNet_1(nn.Module):
+    """Trains in the process that runs the job; kills any spawned worker that trains it (as the OOM killer would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear({features}, {classes})
+
+    def forward(self, x):
+        marker = Path(os.environ["NETZOO_TEST_MARKER"])
+        if os.getpid() != int(os.environ["NETZOO_TEST_PARENT"]):
+            marker.touch()
+            os._exit(9)
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline:  # this process waits until a worker died
+            time.sleep(0.05)
+        return F.log_softmax(self.fc1(torch.flatten(x, 1)), dim=1)
+''')
+
+
+def test_a_worker_that_dies_mid_task_costs_no_key(tmp_path, monkeypatch):
+    """The local executor's pool breaks when a worker dies (BrokenProcessPool); this process trains on, takes the
+    dead worker's stale claim over, and the run ends with every key whole, none lost or failed."""
+    import zoo_fixture
+
+    monkeypatch.setitem(zoo_fixture.SOURCES, "DiesNet_1", DIES_IN_A_WORKER)
+    zoo = make_zoo(tmp_path / "zoo", names=("DiesNet_1",))
+    marker = tmp_path / "a-worker-died"
+    monkeypatch.setenv("NETZOO_TEST_MARKER", str(marker))
+    monkeypatch.setenv("NETZOO_TEST_PARENT", str(os.getpid()))
+    summary = run_job(digits_job(zoo, tmp_path / "results", epochs=1, seeds=(0, 1), workers=2))
+    assert marker.exists()  # a spawned worker took a key and died training it
+    assert summary.count("done") == 2 and summary.failed == 0 and summary.lost == 0, summary.line()
+    assert len(completed_keys(tmp_path / "results")) == 2
 
 
 def test_killed_run_resumes_without_duplicate_rows(zoo, tmp_path):
@@ -501,7 +547,7 @@ def test_resubmitted_array_tasks_train_what_the_preempted_ones_left(zoo, tmp_pat
 def test_one_array_task_alone_trains_the_whole_plan(zoo, tmp_path):
     job = digits_job(zoo, tmp_path, epochs=1, seeds=(0, 1), networks="Basic,LinearTanh_1", shard=(3, 4))
     tasks = plan(job)
-    assert len(tasks) == 4 and tasks[0].key == runner.shard_keys(job)[0]  # its own share first
+    assert len(tasks) == 4 and tasks[0].key == jobs.shard_keys(job)[0]  # its own share first
     run_job(job)
     assert len(completed_keys(tmp_path)) == 4
 

@@ -89,7 +89,7 @@ def test_report_sections_open_with_completeness_when_the_networks_table_is_there
 
 
 def test_completeness_flags_a_planted_missing_seed_and_a_failed_run():
-    from analysis.completeness import completeness, completeness_text, missing
+    from netzoo.completeness import completeness, completeness_text, missing
     from synthetic import from_curves
 
     tables = from_curves({("A", 0): [0.5], ("A", 1): [0.5], ("A", 2): [0.5], ("B", 0): [0.4], ("B", 2): [0.4]})
@@ -103,7 +103,8 @@ def test_completeness_flags_a_planted_missing_seed_and_a_failed_run():
 
 
 def test_completeness_of_a_full_table_says_every_run_is_present():
-    from analysis.completeness import completeness_text, report_sections
+    from analysis.completeness import report_sections
+    from netzoo.completeness import completeness_text
     from synthetic import from_curves
 
     tables = from_curves({("A", 0): [0.5], ("A", 1): [0.5]})
@@ -114,7 +115,7 @@ def test_completeness_of_a_full_table_says_every_run_is_present():
 def test_completeness_counts_planned_runs_per_recipe_not_across_recipes():
     import pandas as pd
 
-    from analysis.completeness import missing
+    from netzoo.completeness import missing
     from synthetic import from_curves
 
     main = from_curves({("A", 0): [0.5], ("B", 0): [0.5]}, recipe="study", recipe_hash="s" * 16)

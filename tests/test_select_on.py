@@ -14,10 +14,11 @@ import pytest
 from analysis import beyond, cascades, exam
 from analysis import label_issues as li
 from analysis import recipes as recipe_analysis
-from analysis.population import Tables, has_validation, population, selection_metric
+from analysis.population import has_validation, population, selection_metric
 from cli_helpers import run_main
 from netzoo.errors import ResultsError
 from netzoo.recipe import Recipe
+from netzoo.results import ResultTables
 from synthetic import from_curves, from_predictions, write_results
 
 TEST = {"Basic": [0.50, 0.60], "LinearReLU_1": [0.85, 0.99], "LinearTanh_1": [0.85, 0.95],
@@ -123,7 +124,7 @@ def test_the_best_recipe_is_picked_on_validation():
                         {"LinearReLU_1": [0.9, 0.9]})
     networks = pd.concat([a.networks, b.networks], ignore_index=True)
     networks["recipe_json"] = [Recipe(name=r, lr=0.002 if r == "a" else 0.01).to_json() for r in networks["recipe"]]
-    tables = Tables(networks, pd.concat([a.epochs, b.epochs], ignore_index=True))
+    tables = ResultTables(networks, pd.concat([a.epochs, b.epochs], ignore_index=True))
 
     def finding(**kw):
         (section,) = [s for s in recipe_analysis.report_sections(tables, **kw) if s.key == "recipes-comparison"]

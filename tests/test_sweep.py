@@ -8,7 +8,7 @@ import pytest
 from netzoo.errors import RecipeError
 from netzoo.recipe import Recipe, Selection, grid_from_toml
 from netzoo.results import load
-from netzoo.sweep import run_sweep, select_networks, variant_name, zoo_for
+from netzoo.sweep import check_selection, run_sweep, variant_name, zoo_for
 
 # One network of the 16-network depth-width zoo (batch norm on), one epoch, under a baseline and with dropout:
 # the dropout recipe needs a variant zoo whose generated file holds the Dropout layers.
@@ -84,4 +84,4 @@ def test_generating_a_network_the_spec_does_not_make_names_it(tmp_path):
 def test_a_selection_that_matches_nothing_names_the_zoos_families():
     manifest = pd.DataFrame({"network": ["Conv2dReLU_1"], "family": ["Conv2d"], "activation": ["ReLU"]})
     with pytest.raises(RecipeError, match="matches no network of the zoo; its families: Conv2d"):
-        select_networks(manifest, Selection(family=("Linear",)), "grid 'x'")
+        check_selection(manifest, Selection(family=("Linear",)), "grid 'x'")

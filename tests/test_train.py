@@ -105,7 +105,7 @@ def test_early_stopping_stops_when_test_loss_stalls(small):
 
 def test_evaluate_counts_per_class_recall(digits):
     model = MLP()
-    ev = evaluate(model, digits.x_test, digits.y_test, classes=10, batch_size=100)
+    (ev,) = evaluate(model, digits.x_test, digits.y_test, classes=10, batch_size=100)
     pred = torch.from_numpy(ev.log_probs).argmax(1)
     assert ev.acc == pytest.approx((pred == digits.y_test).double().mean().item())
     assert len(ev.class_recall) == 10 and ev.time_s >= 0

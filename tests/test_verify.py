@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from netzoo.results import completed_keys, load, part_name
-from netzoo.runner import plan, run_job
+from netzoo.jobs import plan
+from netzoo.runner import run_job
 from netzoo.status import status_table
 from zoo_fixture import digits_job, make_zoo
 

@@ -127,10 +127,9 @@ def make_zoo(out: Path, names=HEALTHY, input_shape=(1, 8, 8), classes: int = 10,
 
 def digits_job(zoo: Path, results: Path, epochs: int = 2, **changes):
     """A TrainJob on digits for ``zoo``: 2 epochs, CPU, one in-process worker, no lenses, quiet."""
-    import dataclasses
+    from netzoo.jobs import TrainJob
+    from netzoo.recipe import STUDY
 
-    from netzoo.runner import TrainJob
-
-    job = TrainJob.from_cli(zoo=zoo, dataset="digits", results=results, epochs=epochs, workers=1, device="cpu",
-                            lenses=False, quiet=True)
-    return dataclasses.replace(job, **changes)
+    options = {"recipe": STUDY.replace(epochs=epochs), "workers": 1, "devices": ("cpu",), "lenses": False,
+               "quiet": True, **changes}
+    return TrainJob(zoo=zoo, dataset="digits", results=results, **options)

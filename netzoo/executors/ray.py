@@ -1,6 +1,6 @@
 """`netzoo train --executor ray`: the job's tasks as Ray tasks on an existing Ray cluster (or a local one).
 
-Each Ray task trains a chunk of networks by calling ``netzoo.runner.run_tasks`` on the node that runs it,
+Each Ray task trains a chunk of networks by calling ``netzoo.executors.tasks.run_tasks`` on the node that runs it,
 so the rows are the ones the local executor writes: each key's four part files, written atomically, the
 ``networks`` part last. That is what makes retries safe:
 
@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 from netzoo.errors import NetzooError
 from netzoo.results import part_name
-from netzoo.runner import Outcome, Task, TrainJob, run_tasks
+from netzoo.executors.tasks import run_tasks
+from netzoo.jobs import Outcome, Task, TrainJob
 
 log = logging.getLogger(__name__)
 

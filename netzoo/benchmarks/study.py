@@ -11,7 +11,7 @@ network of each family by default, plus Basic), and trains it ``repeat`` times e
 3. the same with ``--no-lenses``, for the lenses' overhead: netzoo's summed per-network time (training,
    evaluation, writing) with the lenses over that without them.
 
-Each side of each repetition runs in a fresh Python process (``python -m netzoo.bench``), so its peak
+Each side of each repetition runs in a fresh Python process (``python -m netzoo.benchmarks.study``), so its peak
 memory (``ru_maxrss`` of the process and of its largest child) is its own; its wall time covers loading
 the data and training every network of the sample, not Python's start-up. The comparison is void when the
 two sides' mean final test accuracy differ by more than ``ACC_TOLERANCE``. The floor is the sample's
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import resource
 import statistics
@@ -40,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from netzoo import files
+from netzoo.devices import device_name, sync
 from netzoo.errors import NetzooError
 from netzoo.recipe import STUDY, Recipe
 
@@ -113,26 +114,12 @@ def matmul_flops_per_s(device="cpu", size: int | None = None, repeats: int = 3) 
     torch.mm(a, b)  # warm-up
     best = float("inf")
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
-
-
-def device_name(device) -> str:
-    """A readable name of the device: 'cpu (2 cores, <model>)' or the CUDA device's name."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    model = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
-    except (OSError, AttributeError):
-        pass
-    return f"cpu ({os.cpu_count()} cores, {model})"
 
 
 # --- one side of one repetition, in a fresh process ---------------------------------------------------
@@ -155,7 +142,7 @@ class SideRun:
 
 def run_side(side: str, zoo: str, names: list[str], dataset: str, data_root, epochs: int, device: str,
              results: str | None = None) -> SideRun:
-    """Train the sample one way in this process; called by ``python -m netzoo.bench`` (see _side_main)."""
+    """Train the sample one way in this process; called by ``python -m netzoo.benchmarks.study`` (see _side_main)."""
     from netzoo.datasets import load_dataset
     from netzoo.zoo import load_network
 
@@ -168,12 +155,12 @@ def run_side(side: str, zoo: str, names: list[str], dataset: str, data_root, epo
         peak_device = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     elif side in ("netzoo", NO_LENSES):
         from netzoo.results import load
-        from netzoo.runner import TrainJob, run_job
+        from netzoo.devices import parse_devices
+        from netzoo.jobs import TrainJob
+        from netzoo.runner import run_job
 
-        job = TrainJob.from_cli(zoo=Path(zoo), dataset=dataset, data_root=data_root, download=False,
-                                results=Path(results), epochs=epochs, networks=",".join(names), seeds=None,
-                                shard=None, workers=None, device=device, recipe=None, executor="local",
-                                address=None, gpus_per_task=None, lenses=side == "netzoo", quiet=True)
+        job = TrainJob(zoo=zoo, results=results, dataset=dataset, data_root=data_root, recipe=recipe,
+                       networks=",".join(names), devices=parse_devices(device), lenses=side == "netzoo", quiet=True)
         summary = run_job(job)
         if summary.failed:
             raise NetzooError(f"netzoo bench: netzoo's run failed: {summary.line()}")
@@ -197,7 +184,7 @@ def _side_in_subprocess(side: str, **kwargs) -> SideRun:
     with tempfile.TemporaryDirectory(prefix="netzoo-bench-") as tmp:
         out = Path(tmp) / "side.json"
         config = {"side": side, **kwargs, "results": str(Path(tmp) / "results"), "out": str(out)}
-        proc = subprocess.run([sys.executable, "-m", "netzoo.bench", json.dumps(config)],
+        proc = subprocess.run([sys.executable, "-m", "netzoo.benchmarks.study", json.dumps(config)],
                               capture_output=True, text=True)
         if proc.returncode != 0 or not out.exists():
             raise NetzooError(f"netzoo bench: the {side} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -209,7 +196,7 @@ def _side_main(argv: list[str]) -> None:
     config = json.loads(argv[0])
     out = Path(config.pop("out"))
     run = run_side(**config)
-    out.write_text(json.dumps(asdict(run)))
+    files.atomic_write_text(out, json.dumps(asdict(run)))
 
 
 # --- the whole benchmark ---------------------------------------------------------------------------
@@ -350,9 +337,9 @@ def run_benchmark(dataset: str = "digits", data_root=None, epochs: int = 4, repe
         manifest = generate_zoo(spec, dataset=dataset, out=zoo, progress=False)
         names = bench_sample(manifest, per_family)
         picked = manifest.set_index("network").loc[names]
-        from netzoo.datasets import load_dataset
+        from netzoo.datasets import dataset_info
 
-        n_train = len(load_dataset(dataset, root=data_root).x_train)
+        n_train = dataset_info(dataset).train_size
         common = dict(zoo=zoo, names=names, dataset=dataset, data_root=str(data_root) if data_root else None,
                       epochs=epochs, device=device)
         reference, ours, no_lenses = [], [], []
@@ -361,7 +348,7 @@ def run_benchmark(dataset: str = "digits", data_root=None, epochs: int = 4, repe
             ours.append(_side_in_subprocess("netzoo", **common))
             no_lenses.append(_side_in_subprocess(NO_LENSES, **common))
     result = BenchResult(
-        dataset=dataset, epochs=epochs, device=device, device_name=device_name(device),
+        dataset=dataset, epochs=epochs, device=device, device_name=device_name(device, detail=True),
         threads=torch.get_num_threads(), sample=names,
         families=picked.groupby("family").size().to_dict(), reference=reference, netzoo=ours,
         matmul_flops_per_s=matmul_flops_per_s(device),
@@ -380,10 +367,7 @@ def write_section(doc: str | Path, section: str) -> None:
         text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = doc.with_name(f".tmp-{doc.name}")
-    tmp.write_text(text)
-    os.replace(tmp, doc)
+    files.atomic_write_text(doc, text)
 
 
 def read_section(doc: str | Path) -> dict:
@@ -404,122 +388,5 @@ def read_section(doc: str | Path) -> dict:
             "lenses_overhead": float(overhead.group(1)) / 100 if overhead else None}
 
 
-# --- result volume: question 8 on a predictions table of the full study's size --------------------------
-def write_synthetic_results(results_dir: str | Path, networks: int = 1001, epochs: int = 4, samples: int = 10_000,
-                            classes: int = 10, seed: int = 0) -> dict[str, int]:
-    """A results folder of the MNIST study's size (1001 x 4 x 10,000 prediction rows by default), written as
-    the trainer writes it (one part per key per table), with plausible predictions: each network is right
-    on a share of samples that grows by epoch, a few samples are hard for everyone. Returns rows per table."""
-    import numpy as np
-    import pyarrow as pa
-
-    from netzoo import results as res
-    from netzoo.schema import LAYERS, NETWORKS, PREDICTIONS, epochs_schema
-
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, samples)
-    hard = rng.random(samples) < 0.02  # 2% of samples most networks get wrong
-    defaults = {pa.string(): "synthetic", pa.int64(): 0, pa.float64(): 0.0, pa.bool_(): False}
-    template = {f.name: defaults.get(f.type, None) for f in NETWORKS}
-    families = ["Linear", "Conv1d", "Conv2d", "Conv3d", "ResNetStyle"]
-    rows = {"networks": 0, "epochs": 0, "predictions": 0}
-    for n in range(networks):
-        name = f"{families[n % len(families)]}ReLU_{n}"
-        key_cols = {"network": name, "recipe": "default", "recipe_hash": "0123456789abcdef", "seed": 42}
-        key = (name, "0123456789abcdef", 42)
-        skill = rng.uniform(0.5, 0.99)
-        epoch_rows, pieces = [], []
-        for epoch in range(1, epochs + 1):
-            right = rng.random(samples) < skill * (0.85 + 0.05 * epoch) * np.where(hard, 0.1, 1.0)
-            pred = np.where(right, labels, rng.integers(0, classes, samples))
-            logits = rng.normal(0, 1, (samples, classes)).astype(np.float32)
-            logits[np.arange(samples), pred] += 4.0
-            probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-            pieces.append(pa.table({
-                **{c: pa.array([v] * samples, PREDICTIONS.field(c).type) for c, v in key_cols.items()},
-                "epoch": pa.array(np.full(samples, epoch, np.int64)), "sample": pa.array(np.arange(samples)),
-                "label": pa.array(labels), "pred": pa.array(pred.astype(np.int64)),
-                "probs": pa.ListArray.from_arrays(pa.array(np.arange(0, samples * classes + 1, classes, dtype=np.int32)),
-                                                  pa.array(probs.astype(np.float16).reshape(-1))),
-            }, schema=PREDICTIONS))
-            acc = float(right.mean())
-            epoch_rows.append({**key_cols, "epoch": epoch, "status": "done", "train_loss": 1 - acc, "train_acc": acc,
-                               "test_loss": 1 - acc, "test_acc": acc, "test_balanced_acc": acc, "epoch_time_s": 1.0,
-                               "train_time_s": float(epoch), "eval_time_s": 0.1, "lr": 0.002,
-                               **{f"test_acc_class_{k}": acc for k in range(classes)}})
-        res.write_part(results_dir, "epochs", pa.Table.from_pylist(epoch_rows, schema=epochs_schema(classes)), key, classes)
-        res.write_part(results_dir, "predictions", pa.concat_tables(pieces), key, classes)
-        res.write_part(results_dir, "layers", LAYERS.empty_table(), key, classes)
-        network_row = {**template, **key_cols, "family": name.split("ReLU")[0], "activation": "ReLU",
-                       "classes": classes, "epochs_done": epochs, "status": "done", "error": None,
-                       "peak_memory_bytes": None, "finished_at": datetime.now(timezone.utc),
-                       "layer_types": [], "widths": [], "kernel_sizes": [], "biases": [], "activations_after": []}
-        res.write_part(results_dir, "networks", pa.Table.from_pylist([network_row], schema=NETWORKS), key, classes)
-        rows["networks"] += 1
-        rows["epochs"] += epochs
-        rows["predictions"] += epochs * samples
-    res.atomic_write_text(Path(results_dir) / "dataset.json", json.dumps({"name": "synthetic", "classes": classes}))
-    return rows
-
-
-def table_bytes(results_dir: str | Path) -> dict[str, int]:
-    """Bytes on disk of each table folder of a results folder."""
-    from netzoo.schema import TABLES
-
-    return {t: sum(f.stat().st_size for f in (Path(results_dir) / t).glob("*.parquet")) for t in TABLES
-            if (Path(results_dir) / t).is_dir()}
-
-
-def time_question_8(results_dir: str | Path) -> dict[str, float]:
-    """Answer exam question 8 on ``results_dir`` in a fresh process: {'seconds', 'cpu_seconds' (of the whole
-    process, imports included), 'peak_rss_bytes', 'rows'}."""
-    code = ("import json, resource, time; from analysis.exam import answer; t = time.perf_counter(); "
-            f"out = answer('8', {str(results_dir)!r}); s = time.perf_counter() - t; "
-            "u = resource.getrusage(resource.RUSAGE_SELF); "
-            "print(json.dumps({'seconds': s, 'cpu_seconds': u.ru_utime + u.ru_stime, "
-            "'peak_rss_bytes': u.ru_maxrss * 1024, 'rows': len(out)}))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise NetzooError(f"question 8 failed on {results_dir}:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def measure_volume(results_dir: str | Path, networks: int = 1001, epochs: int = 4, samples: int = 10_000) -> str:
-    """Write the synthetic study, time question 8 on its part files, compact, time it again; a report in markdown."""
-    from netzoo.compact import compact_results
-
-    results_dir = Path(results_dir)
-    start = time.perf_counter()
-    rows = write_synthetic_results(results_dir, networks, epochs, samples)
-    write_s = time.perf_counter() - start
-    parts_bytes = table_bytes(results_dir)
-    q8_parts = time_question_8(results_dir)
-    start = time.perf_counter()
-    compact_results(results_dir)
-    compact_s = time.perf_counter() - start
-    compact_bytes = table_bytes(results_dir)
-    q8_compact = time_question_8(results_dir)
-    lines = [f"Synthetic study: {networks} networks x {epochs} epochs x {samples:,} test samples "
-             f"({rows['predictions']:,} prediction rows), written in {write_s:.0f} s.", "",
-             "| table | rows | bytes on disk (parts) | bytes per row | bytes on disk (compacted) |", "|---|---|---|---|---|"]
-    for table in ("networks", "epochs", "predictions"):
-        lines.append(f"| {table} | {rows[table]:,} | {parts_bytes[table]:,} | {parts_bytes[table] / rows[table]:.1f} "
-                     f"| {compact_bytes[table]:,} |")
-    lines += ["", f"- compaction: {compact_s:.0f} s",
-              f"- question 8 on the part files: {q8_parts['seconds']:.1f} s wall ({q8_parts['cpu_seconds']:.1f} s CPU), "
-              f"peak memory {q8_parts['peak_rss_bytes'] / 2**30:.2f} GiB",
-              f"- question 8 after compaction: {q8_compact['seconds']:.1f} s wall ({q8_compact['cpu_seconds']:.1f} s CPU), "
-              f"peak memory {q8_compact['peak_rss_bytes'] / 2**30:.2f} GiB"]
-    return "\n".join(lines)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["volume"]:  # python -m netzoo.bench volume DIR [NETWORKS EPOCHS SAMPLES]
-        print(measure_volume(sys.argv[2], *map(int, sys.argv[3:6])))
-    else:
-        _side_main(sys.argv[1:])
+if __name__ == "__main__":  # one side of one repetition, in its own process (_side_in_subprocess)
+    _side_main(sys.argv[1:])
