@@ -82,9 +82,8 @@ class ValidationSplit:
 
     @property
     def name(self) -> str:
-        """'validation-0.08333333333333333-seed0': the exact fraction, so two recipes share a name only when
-        they hold out the same samples."""
-        return f"validation-{self.fraction!r}-seed{self.seed}"
+        """Its name in DIR/splits/ (``split_name``)."""
+        return split_name(self.fraction, self.seed)
 
     @property
     def sha256(self) -> str:
@@ -101,6 +100,12 @@ class ValidationSplit:
                 "class_counts": list(self.class_counts), "stratified_by": "class",
                 "drawn_with": f"sklearn.model_selection.train_test_split(stratify=labels, random_state={self.seed})",
                 "indices": f"splits/{self.name}.npy", "indices_sha256": self.sha256}
+
+
+def split_name(fraction: float, seed: int = VALIDATION_SEED) -> str:
+    """'validation-0.08333333333333333-seed0': the exact fraction and the split seed, so two recipes share a
+    split's name only when they hold out the same samples."""
+    return f"validation-{float(fraction)!r}-seed{int(seed)}"
 
 
 def validation_indices(labels: "np.ndarray", fraction: float, seed: int = VALIDATION_SEED) -> "np.ndarray":

@@ -159,6 +159,31 @@ def record_split(results_dir, split) -> Path:
     return path
 
 
+def check_split(results_dir, data, fraction: float):
+    """The positions ``fraction`` of ``data``'s training split holds out in this folder (int64, ascending): read
+    from DIR/splits/ when recorded and whole (no scikit-learn import: a worker reads what the plan drew), else
+    drawn (``Dataset.with_validation``) and recorded (``record_split``, which refuses another split under the
+    same name). None for fraction 0. ``data``: the full dataset."""
+    import numpy as np
+
+    from netzoo.datasets import split_name
+
+    if not fraction:
+        return None
+    folder = Path(results_dir) / "splits"
+    name = split_name(fraction)
+    try:
+        record = res.read_record(folder / f"{name}.json")
+    except ResultsError:
+        record = None
+    if record is not None and record.get("dataset") == data.name and \
+            _indices_sha256(folder / f"{name}.npy") == record.get("indices_sha256"):
+        return np.load(folder / f"{name}.npy", allow_pickle=False)
+    split = data.with_validation(fraction).validation
+    record_split(results_dir, split)
+    return split.indices
+
+
 def check_folder(job, architectures: dict[str, str], found: res.Scan) -> None:
     """Refuse a job whose dataset, or whose networks' ``architectures`` (name -> arch_id in its zoo), differ
     from the networks rows the folder already holds under the job's recipe."""

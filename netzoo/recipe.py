@@ -48,8 +48,8 @@ class Recipe:
     # they stay in the hash so that results made before keep their keys (tests/test_recipes.py).
     dropout: float = 0.0             # dropout probability (a template option: needs a zoo generated with it)
     batch_norm: bool = False         # batch norm (a template option: needs a zoo generated with it)
-    early_stopping_patience: int = 0  # epochs without test-loss improvement before stopping; 0 = never
-    early_stopping_min_delta: float = 0.0  # improvement in test loss that counts
+    early_stopping_patience: int = 0  # epochs without validation-loss improvement before stopping; 0 = never
+    early_stopping_min_delta: float = 0.0  # improvement in validation loss that counts
     allow_tf32: bool = True          # CUDA only: TF32 matrix multiplies (recorded in the hash)
     validation: float = 0.0          # fraction of the training split held out for validation, in [0, 1)
 
@@ -75,6 +75,11 @@ class Recipe:
             problems.append(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
         if not 0.0 <= self.validation < 1.0:
             problems.append(f"validation must be a fraction of the training split in [0, 1), got {self.validation}")
+        elif self.early_stopping_patience and not self.validation:
+            problems.append("early stopping watches the validation loss, and this recipe holds no validation split "
+                            "(the test split must not decide when training stops): add one, e.g. validation = "
+                            "0.0833 (1/12 of the training split, as --recipe study+val), or set "
+                            "early_stopping_patience = 0")
         if problems:
             raise RecipeError(f"recipe {self.name!r}: " + "; ".join(problems) + ".")
 

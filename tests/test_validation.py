@@ -208,3 +208,82 @@ def test_parts_written_before_the_validation_columns_still_count_read_as_null_an
     assert list(compacted.epochs.columns) == list(before.epochs.columns)
     assert compacted.epochs.sort_values("network")["test_acc"].tolist() == \
         before.epochs.sort_values("network")["test_acc"].tolist()
+
+
+# --- training with a validation split ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def val_results(tmp_path_factory):
+    """Two fixture networks x two seeds under study+val (1 epoch) on digits."""
+    from netzoo.runner import run_job
+    from zoo_fixture import digits_job, make_zoo
+
+    root = tmp_path_factory.mktemp("val")
+    zoo = make_zoo(root / "zoo", names=("Basic", "LinearReLU_1"))
+    recipe = load_recipe("study+val").replace(epochs=2)
+    summary = run_job(digits_job(zoo, root / "results", recipe=recipe, seeds=(42, 1)))
+    assert summary.failed == 0
+    return root / "results"
+
+
+def test_every_network_and_seed_is_evaluated_on_the_one_recorded_split(val_results):
+    from netzoo.results import load
+
+    splits = sorted(p.name for p in (val_results / "splits").iterdir())
+    assert splits == ["validation-0.08333333333333333-seed0.json", "validation-0.08333333333333333-seed0.npy"]
+    epochs = load(val_results).epochs
+    assert len(epochs) == 8 and epochs[["val_loss", "val_acc", "val_balanced_acc"]].notna().all().all()
+    # 120 held-out samples: every accuracy is a whole number of them
+    assert np.allclose((epochs["val_acc"] * 120).round(), epochs["val_acc"] * 120, atol=1e-9)
+    record = json.loads((val_results / "dataset.json").read_text())
+    assert record["train_size"] == 1437  # dataset.json keeps the full dataset
+
+
+def test_a_worker_trains_on_the_recorded_split_without_drawing_it_again(val_results, tmp_path):
+    import subprocess
+    import sys
+
+    from netzoo.datasets import cached_dataset
+    from netzoo.identity import check_split
+
+    indices = check_split(val_results, cached_dataset("digits"), 1 / 12)
+    assert np.array_equal(indices, np.load(val_results / "splits" / "validation-0.08333333333333333-seed0.npy"))
+    code = ("import sys; from netzoo.datasets import load_dataset; from netzoo.identity import check_split; "
+            f"check_split({str(val_results)!r}, load_dataset('digits'), 1 / 12); print('sklearn.model_selection' in "
+            "sys.modules)")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "False"  # read, not drawn
+
+
+def test_the_exam_and_the_report_pick_on_the_validation_split_by_default(val_results, tmp_path, monkeypatch, capsys):
+    from cli_helpers import run_main
+
+    code, _, err = run_main(monkeypatch, capsys, "exam", "9", "--results", val_results)
+    assert code == 0 and "picked on the validation split (val_balanced_acc)" in err
+    code, out, _ = run_main(monkeypatch, capsys, "report", "--results", val_results, "--out", tmp_path / "report")
+    assert code == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "picked on the validation split (val_balanced_acc) and reported on the test split" in page
+
+
+# --- early stopping watches the validation split -----------------------------------------------------
+def test_early_stopping_without_a_validation_split_is_refused_saying_how_to_add_one(tmp_path, monkeypatch, capsys):
+    from cli_helpers import one_line, run_main
+
+    with pytest.raises(RecipeError, match=r"early stopping watches the validation loss.*validation = 0\.0833"):
+        Recipe(early_stopping_patience=3)
+    recipe = tmp_path / "es.toml"
+    recipe.write_text("[recipe]\nname = \"es\"\nearly_stopping_patience = 3\n")
+    code, _, err = run_main(monkeypatch, capsys, "train", "--zoo", tmp_path, "--dataset", "digits", "--results",
+                            tmp_path / "r", "--recipe", recipe)
+    line = one_line(err)
+    assert code == 2 and "--recipe study+val" in line and "early_stopping_patience = 0" in line
+    assert not (tmp_path / "r").exists()
+    assert Recipe(early_stopping_patience=3, validation=1 / 12).validation == 1 / 12
+
+
+def test_the_shipped_early_stopping_grid_holds_a_validation_split_out_for_both_recipes():
+    from netzoo.recipe import load_grid
+
+    grid = load_grid("early-stopping")
+    assert {r.name: (r.validation, r.early_stopping_patience) for r in grid.recipes} == \
+        {"fixed-budget": (1 / 12, 0), "early-stopping": (1 / 12, 5)}
