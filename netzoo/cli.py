@@ -156,10 +156,15 @@ def zoo_show(name, zoo_dir) -> None:
 @click.option("--address", default=None, help="Ray cluster address (with --executor ray), e.g. auto")
 @click.option("--gpus-per-task", type=float, default=None, help="Ray: GPU share per task, e.g. 0.25 packs four per GPU")
 @click.option("--no-lenses", is_flag=True, help="do not record per-layer activation and gradient statistics")
+@click.option("--save-weights", type=click.Choice(["last", "every", "none"]), default="last", show_default=True,
+              help="keep each run's state dict (safetensors, RESULTS/weights/) after its last epoch, every epoch, or none")
+@click.option("--weights-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="dtype of the saved floating-point tensors")
 @click.option("--quiet", is_flag=True, help="no progress bar; only the summary line")
 def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seeds, shard, workers, device,
-          recipe_ref, executor, address, gpus_per_task, no_lenses, quiet) -> None:
-    """Train every network of a zoo and record each epoch and every test prediction under --results.
+          recipe_ref, executor, address, gpus_per_task, no_lenses, save_weights, weights_dtype, quiet) -> None:
+    """Train every network of a zoo and record each epoch, every test prediction and the trained weights under
+    --results.
 
     Rerunning the same command resumes: whole networks are skipped, nothing is duplicated, and every network
     `netzoo verify` reports (damaged, incomplete, inconsistent) is trained again. A zoo or dataset that
@@ -177,7 +182,7 @@ def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seed
     job = _train_job(zoo_dir, dataset, results, data_root=data_root, download=download, epochs=epochs,
                      networks=networks, seeds=seeds, shard=shard, workers=workers, device=device, recipe=recipe_ref,
                      executor=executor, address=address, gpus_per_task=gpus_per_task, lenses=not no_lenses,
-                     quiet=quiet)
+                     save_weights=save_weights, weights_dtype=weights_dtype, quiet=quiet)
     summary = run_job(job)
     click.echo(summary.line())
     if summary.failed:

@@ -5,13 +5,14 @@
 atomically, before the key's networks part, and returns the networks row's weights columns; the row records each
 file's sha256, so a key is whole only while its weights are (``netzoo.results.scan``), and
 ``netzoo.results.load_network`` builds a run's network with them. A file holds plain tensors and a header of
-strings (network, recipe_hash, seed, epoch, dtype): ``safetensors.torch.load_file`` reads it anywhere, without
+one string, ``{"netzoo": JSON of network, recipe_hash, seed, epoch, dtype}``: ``safetensors.torch.load_file`` reads it anywhere, without
 netzoo.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -27,7 +28,8 @@ NO_WEIGHTS = {"weights_file": None, "weights_bytes": None, "weights_dtype": None
 
 def serialise(state: dict, dtype: str = "float32", metadata: dict | None = None) -> bytes:
     """A state dict as safetensors bytes: tensors detached, on the CPU, contiguous, floating-point ones cast to
-    ``dtype`` (float32 or float16); ``metadata``: strings for the header."""
+    ``dtype`` (float32 or float16); ``metadata`` goes in the header as one string, ``{"netzoo": "<sorted JSON>"}``
+    (safetensors writes header keys in no fixed order: one key keeps the same weights the same bytes)."""
     import torch
     from safetensors.torch import save
 
@@ -36,7 +38,7 @@ def serialise(state: dict, dtype: str = "float32", metadata: dict | None = None)
     cast = getattr(torch, dtype)
     tensors = {name: (t.detach().to("cpu", cast) if t.is_floating_point() else t.detach().cpu()).contiguous().clone()
                for name, t in state.items()}
-    return save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return save(tensors, metadata={"netzoo": json.dumps(metadata or {}, sort_keys=True)})
 
 
 def write_weights(results_dir, key: res.Key, states: dict, dtype: str = "float32") -> dict:
@@ -53,7 +55,7 @@ def write_weights(results_dir, key: res.Key, states: dict, dtype: str = "float32
     network, recipe_hash, seed = key
     for epoch in sorted(states):
         data = serialise(states[epoch], dtype, {"network": network, "recipe_hash": recipe_hash, "seed": seed,
-                                                "epoch": epoch, "dtype": dtype, "written_by": "netzoo"})
+                                                "epoch": epoch, "dtype": dtype})
         path = files.atomic_write(results_dir / res.weights_file(key, epoch), lambda f, d=data: f.write(d))
         written.append(path)
         digests.append(hashlib.sha256(data).hexdigest())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("weights")
     zoo = make_zoo(root / "zoo", names=("Basic", "LinearReLU_1"))
     results = root / "results"
-    run_job(digits_job(zoo, results))
+    run_job(digits_job(zoo, results, save_weights="none"))  # each test attaches the weights it needs
     return results
 
 
@@ -72,8 +73,8 @@ def test_a_weights_file_is_safetensors_with_its_run_in_the_header(results):
 
     attach(results, KEY, {2: states_of()})
     with safe_open(str(results / weights_file(KEY, 2)), "pt") as f:
-        assert f.metadata() == {"network": "LinearReLU_1", "recipe_hash": RECIPE, "seed": "42", "epoch": "2",
-                                "dtype": "float32", "written_by": "netzoo"}
+        assert json.loads(f.metadata()["netzoo"]) == {"network": "LinearReLU_1", "recipe_hash": RECIPE, "seed": 42,
+                                                      "epoch": 2, "dtype": "float32"}
     assert not (results / weights_file(KEY, 2)).read_bytes().startswith(b"\x80")  # not a pickle
 
 
@@ -118,3 +119,139 @@ def test_load_network_refuses_bad_input_with_one_line_naming_the_fix(results):
         with pytest.raises(ResultsError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
             load_network(results, **kwargs)
         assert "\n" not in str(info.value)
+
+
+# --- end to end: netzoo train keeps the weights, verify and train hold the rule, load_network rebuilds -----------
+# The smallest network of each family of the default digits zoo (one per family, activations mixed).
+FAMILY_NETWORKS = ["Basic", "Conv1dSELU_1", "Conv1dThenLinearTanh_1", "Conv2dSigmoid_17", "Conv2dThenLinearNone_9",
+                   "Conv3dReLU_2", "Conv3dThenLinearSELU_11", "LinearTanh_16", "ResNetStyleReLU_92"]
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory) -> tuple[Path, Path]:
+    """One network per family of the default zoo, trained 2 epochs on digits keeping every epoch's weights."""
+    from netzoo.generate import generate_zoo
+    from netzoo.jobs import TrainJob
+
+    root = tmp_path_factory.mktemp("families")
+    generate_zoo(spec="default", dataset="digits", out=root / "zoo", progress=False, networks=FAMILY_NETWORKS)
+    job = TrainJob(zoo=root / "zoo", results=root / "results", dataset="digits", recipe=STUDY.replace(epochs=2),
+                   workers=1, devices=("cpu",), quiet=True, save_weights="every")
+    assert run_job(job).failed == 0
+    return root / "zoo", root / "results"
+
+
+@pytest.mark.parametrize("network", FAMILY_NETWORKS)
+@pytest.mark.parametrize("epoch", [1, "last"])
+def test_a_loaded_network_reproduces_its_stored_test_predictions(families, network, epoch):
+    import numpy as np
+
+    from netzoo.datasets import load_dataset
+    from netzoo.results import load
+
+    _, results = families
+    model = load_network(results, network, epoch=epoch)
+    assert not model.training
+    x_test = load_dataset("digits").x_test
+    with torch.inference_mode():
+        log_probs = model(x_test).double().numpy()
+    stored = load(results, tables="predictions", epoch=2 if epoch == "last" else epoch).predictions
+    stored = stored[stored["network"] == network].sort_values("sample")
+    assert (log_probs.argmax(1) == stored["pred"].to_numpy(np.int64)).all()  # the same class for every sample
+    probs = np.stack(stored["probs"].to_numpy()).astype(np.float64)
+    assert np.allclose(probs, np.exp(log_probs), rtol=2 ** -10, atol=2 ** -14)  # within float16 rounding
+
+
+def test_every_run_keeps_its_weights_and_the_networks_table_records_them(families):
+    from netzoo.results import load
+
+    _, results = families
+    networks = load(results, tables="networks").networks.set_index("network")
+    for network in FAMILY_NETWORKS:
+        row = networks.loc[network]
+        key = (network, RECIPE, 42)
+        assert row["weights_file"] == weights_file(key, 2) and list(row["weights_epochs"]) == [1, 2]
+        assert row["weights_bytes"] == (results / row["weights_file"]).stat().st_size and row["weights_dtype"] == "float32"
+        state = load_file(str(results / row["weights_file"]))
+        assert sum(t.numel() for n, t in state.items() if "running" not in n and "num_batches" not in n) == row["params"]
+
+
+def test_a_float16_network_predicts_as_its_float32_one_nearly_everywhere(families, tmp_path):
+    from netzoo.jobs import TrainJob
+
+    zoo, results = families
+    job = TrainJob(zoo=zoo, results=tmp_path / "half", dataset="digits", recipe=STUDY.replace(epochs=2), workers=1,
+                   devices=("cpu",), quiet=True, networks="Conv2dSigmoid_17,ResNetStyleReLU_92", weights_dtype="float16")
+    run_job(job)
+    from netzoo.datasets import load_dataset
+
+    x_test = load_dataset("digits").x_test
+    for network in ("Conv2dSigmoid_17", "ResNetStyleReLU_92"):
+        half, full = load_network(tmp_path / "half", network), load_network(results, network)
+        assert (tmp_path / "half" / weights_file((network, RECIPE, 42), 2)).stat().st_size < \
+            0.6 * (results / weights_file((network, RECIPE, 42), 2)).stat().st_size
+        with torch.inference_mode():
+            agree = (half(x_test).argmax(1) == full(x_test).argmax(1)).float().mean().item()
+        assert agree >= 0.99, (network, agree)
+
+
+def test_save_weights_none_keeps_no_weights_and_the_keys_are_whole(families, tmp_path, monkeypatch, capsys):
+    from cli_helpers import run_main
+
+    zoo, _ = families
+    code, out, err = run_main(monkeypatch, capsys, "train", "--zoo", zoo, "--dataset", "digits", "--results",
+                              tmp_path / "r", "--epochs", "1", "--networks", "Basic", "--workers", "1", "--device",
+                              "cpu", "--save-weights", "none", "--quiet")
+    assert code == 0, err
+    assert not (tmp_path / "r" / "weights").exists() and len(scan(tmp_path / "r").complete) == 1
+
+
+def test_save_weights_sometimes_is_refused_by_its_choices(tmp_path, monkeypatch, capsys):
+    from cli_helpers import run_main
+
+    code, _, err = run_main(monkeypatch, capsys, "train", "--zoo", tmp_path, "--dataset", "digits", "--results",
+                            tmp_path / "r", "--save-weights", "sometimes")
+    assert code == 2 and "'sometimes' is not one of 'last', 'every', 'none'" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "one bit flipped"])
+def test_a_missing_or_damaged_weights_file_is_reported_and_its_run_trained_again(tmp_path, monkeypatch, capsys, damage):
+    from cli_helpers import run_main
+
+    zoo = make_zoo(tmp_path / "zoo", names=("Basic", "LinearReLU_1"))
+    results = tmp_path / "results"
+    train = ["train", "--zoo", zoo, "--dataset", "digits", "--results", results, "--epochs", "2", "--workers", "1",
+             "--device", "cpu", "--quiet"]
+    assert run_main(monkeypatch, capsys, *train)[0] == 0
+    path = results / weights_file(KEY, 2)
+    before = path.read_bytes()
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(before[:-1] + bytes([before[-1] ^ 1]))
+    code, out, _ = run_main(monkeypatch, capsys, "verify", "--results", results)
+    assert code == 1 and f"LinearReLU_1 seed 42 recipe {RECIPE}: " + \
+        ("incomplete: no weights file for epoch 2" if damage == "missing" else "damaged: weights file") in out
+    code, out, _ = run_main(monkeypatch, capsys, "status", "--results", results)
+    assert code == 0
+    code, out, _ = run_main(monkeypatch, capsys, *train)
+    assert code == 0 and "trained 1 " in out and "1 already complete" in out  # only the damaged run
+    assert path.read_bytes() == before  # trained again the same way: the same weights
+    assert run_main(monkeypatch, capsys, "verify", "--results", results)[0] == 0
+
+
+def test_after_compaction_a_key_is_still_whole_only_with_its_weights(tmp_path):
+    from netzoo.compact import compact_results
+
+    zoo = make_zoo(tmp_path / "zoo", names=("Basic", "LinearReLU_1"))
+    results = tmp_path / "results"
+    run_job(digits_job(zoo, results))
+    compact_results(results)
+    assert not list((results / "networks").glob("*--*.parquet"))  # the rows now live in compact files
+    assert KEY in scan(results, fresh=True).complete
+    (results / weights_file(KEY, 2)).unlink()
+    problem = next(p for p in scan(results, fresh=True).problems if p.key == KEY)
+    assert problem.kind == "incomplete" and "no weights file for epoch 2" in problem.what
+    run_job(digits_job(zoo, results))
+    assert KEY in scan(results, fresh=True).complete and (results / weights_file(KEY, 2)).is_file()
