@@ -84,7 +84,7 @@ NETWORKS = _schema(
                                           "before (networks with BatchNorm only: it cannot train on one sample)"),
         ("oom_retries", pa.int64(), "CUDA out-of-memory retries"),
         ("train_time_s", pa.float64(), "seconds of training steps, all epochs (device synchronised)"),
-        ("eval_time_s", pa.float64(), "seconds of test evaluation, all epochs"),
+        ("eval_time_s", pa.float64(), "seconds of test (and validation) evaluation, all epochs"),
         ("wall_time_s", pa.float64(), "seconds from loading the network to writing its results"),
         ("peak_memory_bytes", pa.int64(), "peak device memory while training (CUDA: max_memory_allocated; CPU: null)"),
         ("device", pa.string(), "device it trained on, e.g. cpu or cuda:0 (NVIDIA H100 80GB HBM3)"),
@@ -131,7 +131,7 @@ _EPOCH_FIELDS = KEY_FIELDS + [
                                        "are picked and stopped early on; null without one or when diverged"),
     ("epoch_time_s", pa.float64(), "seconds of this epoch's training steps (device synchronised)"),
     ("train_time_s", pa.float64(), "cumulative seconds of training steps up to this epoch"),
-    ("eval_time_s", pa.float64(), "seconds of this epoch's test evaluation"),
+    ("eval_time_s", pa.float64(), "seconds of this epoch's test (and validation) evaluation"),
     ("lr", pa.float64(), "learning rate at the end of the epoch"),
 ]
 
