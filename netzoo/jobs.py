@@ -18,9 +18,10 @@ from netzoo import results as res
 from netzoo.claims import held_keys
 from netzoo.datasets import cached_dataset, dataset_info
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
-from netzoo.identity import check_dataset, check_folder, record_job
+from netzoo.identity import check_dataset, check_folder, check_split, record_job
 from netzoo.recipe import Recipe
 from netzoo.shards import in_turn, own_share
+from netzoo.weights import SAVE_WEIGHTS, WEIGHTS_DTYPES
 from netzoo.zoo import check_files, manifest_rows, matching
 
 MAX_SEED = 2**63 - 1  # seeds are stored as int64; torch.manual_seed takes up to 2**64 - 1
@@ -57,6 +58,8 @@ class TrainJob:
     gpus_per_task: float | None = None  # Ray: GPU share per task
     lenses: bool = True                 # record the layers table (netzoo.lenses)
     quiet: bool = False
+    save_weights: str = "last"          # the state dicts kept: after the last epoch, every epoch, or none
+    weights_dtype: str = "float32"      # float32 or float16 (of the floating-point tensors)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once
@@ -70,6 +73,9 @@ class TrainJob:
         if self.workers is not None and self.workers < 1:
             raise NetzooError(f"--workers must be >= 1, got {self.workers}.")
         dataset_info(self.dataset)  # unknown names stop here, with the known ones listed
+        if self.save_weights not in SAVE_WEIGHTS or self.weights_dtype not in WEIGHTS_DTYPES:
+            raise NetzooError(f"--save-weights {self.save_weights!r} --weights-dtype {self.weights_dtype!r}: allowed "
+                              f"{'|'.join(SAVE_WEIGHTS)} and {'|'.join(WEIGHTS_DTYPES)}.")
 
 
 @dataclass(frozen=True)
@@ -143,8 +149,8 @@ def plan(job: TrainJob) -> list[Task]:
 
     Checks the zoo's files against the sha256 their manifest records, the zoo against the dataset and recipe,
     and against the folder (one dataset, recorded in DIR/dataset.json; one architecture per network name and
-    recipe), records the job (DIR/jobs/, DIR/recipes/), and moves damaged files out of the way (DIR/damaged/;
-    their keys are planned again).
+    recipe), records the job (DIR/jobs/, DIR/recipes/) and the recipe's validation split (DIR/splits/), and
+    moves damaged files out of the way (DIR/damaged/; their keys are planned again).
     A shard i/N is where a process starts, not a fence: after every N-th key of the sorted plan from the
     i-th, it takes any key left, so whatever set of shards runs, the whole plan gets trained.
     """
@@ -155,7 +161,9 @@ def plan(job: TrainJob) -> list[Task]:
     check_files(job.zoo, architectures)  # an edited file is refused before anything trains, not recorded as failed
     found = res.scan(job.results)
     check_folder(job, architectures, found)
-    check_dataset(job, cached_dataset(job.dataset, job.data_root, job.download, job.devices[0]))
+    data = cached_dataset(job.dataset, job.data_root, job.download, job.devices[0])
+    check_dataset(job, data)
+    check_split(job.results, data, job.recipe.validation)  # the recipe's validation split, drawn once per folder
     record_job(job, architectures)
     res.quarantine(job.results, found.problems, keep=held_keys(job.results))
     return [Task(network, seed, recipe_hash, share) for share, (network, recipe_hash, seed) in in_turn(keys, job.shard)

@@ -147,11 +147,11 @@ def test_cuda_out_of_memory_is_retried_once_at_half_the_batch(zoo, tmp_path, mon
     real = tasks.train_runs
     calls = []
 
-    def flaky(build, runs, data, device, lenses=False, batch_size=None):
+    def flaky(build, runs, data, device, lenses=False, batch_size=None, states="none"):
         calls.append(batch_size)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        yield from real(build, runs, data, device, lenses=lenses, batch_size=batch_size)
+        yield from real(build, runs, data, device, lenses=lenses, batch_size=batch_size, states=states)
 
     monkeypatch.setattr(tasks, "train_runs", flaky)
     job = digits_job(zoo, tmp_path, networks="Basic", recipe=digits_job(zoo, tmp_path).recipe.replace(epochs=1))

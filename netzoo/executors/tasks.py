@@ -25,7 +25,7 @@ from netzoo.claims import HOST, Claims
 from netzoo.datasets import cached_dataset
 from netzoo.devices import device_name
 from netzoo.errors import FusionError
-from netzoo.identity import check_dataset
+from netzoo.identity import check_dataset, check_split
 from netzoo.jobs import Outcome, Task, TrainJob
 from netzoo.train import Run, train_runs
 from netzoo.write import RunFacts, write_run
@@ -39,11 +39,24 @@ log = logging.getLogger(__name__)
 GROUP_DEVICE_TYPES = ("cuda",)
 
 
+def job_data(job: TrainJob, device: str):
+    """The job's dataset on ``device`` with its recipe's validation split held out (the positions DIR/splits/
+    records: every worker and network trains on the same samples), decoded and split once per process."""
+    return _split_data(job.results, job.dataset, job.data_root, job.download, device, job.recipe.validation)
+
+
+@functools.lru_cache(maxsize=4)
+def _split_data(results, dataset: str, root, download: bool, device: str, fraction: float):
+    data = cached_dataset(dataset, root, download, device)
+    return data.with_validation(fraction, indices=check_split(results, data, fraction)) if fraction else data
+
+
 def _write(job: TrainJob, task: Task, epochs: list, facts: RunFacts, device: str) -> Outcome:
-    """Write ``task``'s parts from its EpochResults and facts; return its Outcome."""
+    """Write ``task``'s parts (and the weights its EpochResults carry) from its EpochResults and facts; return
+    its Outcome."""
     data = cached_dataset(job.dataset, job.data_root, job.download, device)
     write_run(job.results, task.key, job.recipe, job.dataset, manifest_rows(job.zoo)[task.network], epochs,
-              data.y_test.cpu().numpy(), data.classes, facts)
+              data.y_test.cpu().numpy(), data.classes, facts, weights_dtype=job.weights_dtype)
     return Outcome(task.network, task.seed, facts.status, len(epochs), facts.error, facts.wall_time_s)
 
 
@@ -63,7 +76,7 @@ def train_task(job: TrainJob, task: Task, device: str) -> Outcome:
     A CUDA out-of-memory is retried once at half the batch size; any other exception makes the run ``failed``
     (its error recorded) without stopping the caller."""
     start = time.perf_counter()
-    data = cached_dataset(job.dataset, job.data_root, job.download, device)
+    data = job_data(job, device)
     batch_size, oom_retries, error = job.recipe.batch_size, 0, None
     cuda = torch.device(device).type == "cuda"
     while True:
@@ -73,7 +86,7 @@ def train_task(job: TrainJob, task: Task, device: str) -> Outcome:
                 torch.cuda.reset_peak_memory_stats(device)
             build = functools.partial(load_network, job.zoo, task.network)
             for results in train_runs(build, [Run(task.seed, job.recipe)], data, device, lenses=job.lenses,
-                                      batch_size=batch_size):
+                                      batch_size=batch_size, states=job.save_weights):
                 epochs.append(results[0])
             status = epochs[-1].status
             break
@@ -98,13 +111,14 @@ def train_group(job: TrainJob, tasks: list[Task], device: str) -> list[Outcome]:
     """Train ``tasks`` (seeds of one network, their keys claimed) as one group and write each one's parts; a
     group that cannot be fused or fails trains its tasks one at a time (``train_task``)."""
     start = time.perf_counter()
-    data = cached_dataset(job.dataset, job.data_root, job.download, device)
+    data = job_data(job, device)
     trained: list[list] = [[] for _ in tasks]
     try:
         if torch.device(device).type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         build = functools.partial(load_network, job.zoo, tasks[0].network)
-        for results in train_runs(build, [Run(t.seed, job.recipe) for t in tasks], data, device, lenses=job.lenses):
+        for results in train_runs(build, [Run(t.seed, job.recipe) for t in tasks], data, device, lenses=job.lenses,
+                                  states=job.save_weights):
             for i, result in results.items():
                 trained[i].append(result)
     except FusionError as exc:
