@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.population import BASIC, COSTS, METRIC, final_epochs, population, recipe_answers, recipe_hash
+from analysis.population import (BASIC, COSTS, METRIC, final_epochs, population, recipe_answers, recipe_hash,
+                                 selection_metric, split_of)
 from netzoo.errors import ResultsError
 
 PARETO_COSTS = ("params", "memory", "train_time_s", "flops_forward")
@@ -29,26 +30,30 @@ def front_mask(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 
 def pareto_fronts(tables, costs=PARETO_COSTS, metric: str = METRIC, epoch: int | None = None,
-                  recipe: str | None = None) -> pd.DataFrame:
-    """The networks no other network beats on both the metric and a cost, for each cost: cost, network,
-    family, activation, cost_value, <metric>_mean and _ci95 (over seeds), sorted by cost within each cost."""
-    pop = population(tables, metric, epoch, recipe)
-    value = f"{metric}_mean"
+                  recipe: str | None = None, select_on: str | None = None) -> pd.DataFrame:
+    """The networks no other network beats on both the selection metric and a cost, for each cost: cost,
+    network, family, activation, cost_value, <metric>_mean and _ci95 (the test split's, over seeds), and the
+    selection metric's mean when it is another (picked on the validation split), sorted by cost within each
+    cost. attrs: metric, selected_by, select_on, left_out."""
+    pop = population(tables, metric, epoch, recipe, select_on=select_on)
+    value, select = f"{metric}_mean", f"{pop.attrs['selected_by']}_mean"
     parts = []
     for cost in costs:
         column = f"{cost}_mean" if f"{cost}_mean" in pop.columns else cost
         if column not in pop.columns:
             continue
-        rows = pop.dropna(subset=[column, value])
-        front = rows[front_mask(rows[column].to_numpy(float), rows[value].to_numpy(float))]
+        rows = pop.dropna(subset=[column, select])
+        front = rows[front_mask(rows[column].to_numpy(float), rows[select].to_numpy(float))]
         parts.append(pd.DataFrame({"cost": cost, "network": front["network"], "family": front["family"],
                                    "activation": front["activation"], "cost_value": front[column].astype(float),
-                                   value: front[value], f"{metric}_ci95": front[f"{metric}_ci95"]})
+                                   value: front[value], f"{metric}_ci95": front[f"{metric}_ci95"],
+                                   **({select: front[select]} if select != value else {})})
                      .sort_values("cost_value"))
     if not parts:
         raise ResultsError(f"None of the costs {list(costs)} is in the results; known: {', '.join(COSTS)}.")
     out = pd.concat(parts, ignore_index=True)
-    out.attrs.update(metric=metric, left_out=pop.attrs["left_out"])
+    out.attrs.update(metric=metric, selected_by=pop.attrs["selected_by"], select_on=pop.attrs["select_on"],
+                     left_out=pop.attrs["left_out"])
     return out
 
 
@@ -61,12 +66,14 @@ def _scores(pred: np.ndarray, label: np.ndarray, classes: int) -> tuple[float, f
 
 
 def ensemble_runs(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | None = None,
-                  recipe: str | None = None) -> dict[str, list[tuple[str, int]]]:
+                  recipe: str | None = None, select_on: str | None = None) -> dict[str, list[tuple[str, int]]]:
     """The runs (network, seed) each ensemble draws from, among the runs that answered: "best": the k_max best
-    networks (each its best seed), "basic": Basic's runs by seed. At ``epoch`` (default: each run's last)."""
+    networks (each its best seed), ranked on the selection metric (analysis.population.selection_metric),
+    "basic": Basic's runs by seed. At ``epoch`` (default: each run's last)."""
     tables, _ = recipe_answers(tables, recipe)
+    select = selection_metric(tables, select_on, metric)
     at = final_epochs(tables.epochs, epoch)
-    ranked = at.sort_values([metric, "network", "seed"], ascending=[False, True, True])
+    ranked = at.sort_values([select, "network", "seed"], ascending=[False, True, True])
     best = ranked.drop_duplicates("network").head(k_max)
     basic = at[at["network"] == BASIC].sort_values("seed").head(k_max)
     return {"best": list(zip(best["network"], best["seed"].astype(int))),
@@ -74,14 +81,18 @@ def ensemble_runs(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int |
 
 
 def ensembles(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | None = None,
-              recipe: str | None = None, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Test accuracy of the ensemble (mean of probabilities) of the k best networks and of k Basic runs
-    with different seeds, k = 1..k_max: kind, k, added (the run added at k), test_acc, test_balanced_acc,
-    best_single (the best single run's metric) and gain (ensemble metric - best_single).
-    Needs the predictions' probs at the epoch: ``predictions`` (at least the ensembles' runs) or the tables'.
-    Runs that diverged or failed are never members (``attrs["left_out"]`` counts them)."""
+              recipe: str | None = None, predictions: pd.DataFrame | None = None,
+              select_on: str | None = None) -> pd.DataFrame:
+    """Test accuracy of the ensemble (mean of probabilities) of the k best networks (picked on the selection
+    metric, see ensemble_runs) and of k Basic runs with different seeds, k = 1..k_max: kind, k, added (the run
+    added at k), test_acc, test_balanced_acc, best_single and gain (ensemble metric - best_single).
+    ``best_single``: the best single run's test metric when picked on the test split; when picked on the
+    validation split, the test metric of the single run it picks (the "best" ensemble at k = 1), not the test
+    split's best. Needs the predictions' probs at the epoch: ``predictions`` (at least the ensembles' runs) or
+    the tables'. Runs that diverged or failed are never members (``attrs["left_out"]`` counts them)."""
     tables, left_out = recipe_answers(tables, recipe)
-    runs = ensemble_runs(tables, k_max, metric, epoch)
+    select = selection_metric(tables, select_on, metric)
+    runs = ensemble_runs(tables, k_max, metric, epoch, select_on=select_on)
     preds = tables.predictions if predictions is None else predictions
     if "recipe_hash" in preds.columns and len(tables.networks):
         preds = preds[preds["recipe_hash"].isin(tables.networks["recipe_hash"].unique())]
@@ -111,9 +122,9 @@ def ensembles(tables, k_max: int = K_MAX, metric: str = METRIC, epoch: int | Non
                         "test_acc": acc, "test_balanced_acc": balanced})
     frame = pd.DataFrame(out)
     single = frame[frame["k"] == 1].set_index("kind")[metric]
-    frame["best_single"] = single.max()
+    frame["best_single"] = single.max() if select == metric or "best" not in single.index else single["best"]
     frame["gain"] = frame[metric] - frame["best_single"]
-    frame.attrs.update(metric=metric, left_out=left_out)
+    frame.attrs.update(metric=metric, selected_by=select, select_on=split_of(select), left_out=left_out)
     return frame
 
 
@@ -160,14 +171,15 @@ def agreement(tables, epoch: int | None = None, recipe: str | None = None) -> pd
 
 
 def ensemble_predictions(results_dir, tables, epoch: int | None = None, recipe: str | None = None,
-                         metric: str = METRIC) -> pd.DataFrame:
+                         metric: str = METRIC, select_on: str | None = None) -> pd.DataFrame:
     """Predictions at ``epoch`` (default: each run's last), probs included, of only the runs the ensembles use
-    (runs that answered: never a diverged or failed one), read through netzoo.results.load (whole keys only)
-    with a filter on those keys: 40M prediction rows cost no more than the few runs needed."""
+    (runs that answered: never a diverged or failed one; picked on ``select_on``), read through
+    netzoo.results.load (whole keys only) with a filter on those keys: 40M prediction rows cost no more than the
+    few runs needed."""
     from netzoo.results import load
 
     chosen = recipe_hash(tables, recipe)
-    runs = ensemble_runs(tables, metric=metric, epoch=epoch, recipe=recipe)
+    runs = ensemble_runs(tables, metric=metric, epoch=epoch, recipe=recipe, select_on=select_on)
     members = sorted({member for group in runs.values() for member in group})
     if not members:
         return pd.DataFrame()

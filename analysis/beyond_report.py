@@ -5,16 +5,16 @@ from __future__ import annotations
 from functools import partial
 
 from analysis import beyond, charts
-from analysis.exam_report import collect, names, num, pct
+from analysis.exam_report import collect, names, num, pct, picked_on, with_selection
 from analysis.population import METRIC, label, left_out_note, population
 from analysis.section import Section
 
 GROUP = "Beyond the study"
 
 
-def _pareto(tables, key, title, question):
-    fronts = beyond.pareto_fronts(tables)
-    pop = population(tables)
+def _pareto(tables, key, title, question, select_on=None):
+    fronts = beyond.pareto_fronts(tables, select_on=select_on)
+    pop = population(tables, select_on=select_on)
     value = f"{METRIC}_mean"
     figures, parts = [], []
     for cost, front in fronts.groupby("cost", sort=False):
@@ -23,15 +23,16 @@ def _pareto(tables, key, title, question):
         parts.append(f"{cost}: {len(front)} networks, up to {cheapest_best['network']} "
                      f"({pct(cheapest_best[value])} at {num(cheapest_best['cost_value'])})")
     common = set.intersection(*(set(f["network"]) for _, f in fronts.groupby("cost")))
-    finding = ("Pareto fronts — " + "; ".join(parts) + f". On every front: {names(sorted(common))}."
+    finding = (f"Pareto fronts{picked_on(fronts)}, test accuracy shown — " + "; ".join(parts)
+               + f". On every front: {names(sorted(common))}."
                + left_out_note(fronts.attrs["left_out"]))
     return [Section(key, title, question, finding, fronts, figures, group=GROUP)]
 
 
-def _ensembles(tables, key, title, question, predictions=None):
-    ens = beyond.ensembles(tables, predictions=predictions)
+def _ensembles(tables, key, title, question, predictions=None, select_on=None):
+    ens = beyond.ensembles(tables, predictions=predictions, select_on=select_on)
     best = ens[(ens["kind"] == "best") & (ens["k"] >= 2)]
-    finding = f"The best single network scores {pct(ens['best_single'].iloc[0])}."
+    finding = f"The best single network{picked_on(ens)} scores {pct(ens['best_single'].iloc[0])} on the test split."
     if len(best):
         top = best.loc[best[METRIC].idxmax()]
         finding += (f" Ensembles of the k best networks (k = 2…{int(best['k'].max())}) score "
@@ -70,15 +71,16 @@ BUILDERS = [
 ]
 
 
-def report_sections(tables, results_dir=None) -> list[Section]:
-    """The report's sections for Pareto fronts, ensembles and agreement. With ``results_dir``, the ensembles read
-    their runs' probabilities from it (``beyond.ensemble_predictions``) when the tables' predictions lack them."""
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
+    """The report's sections for Pareto fronts, ensembles and agreement, networks picked on ``select_on``
+    (analysis.population.selection_metric). With ``results_dir``, the ensembles read their runs' probabilities
+    from it (``beyond.ensemble_predictions``) when the tables' predictions lack them."""
     predictions = None
     if results_dir is not None and "probs" not in tables.predictions.columns:
-        predictions = beyond.ensemble_predictions(results_dir, tables)
+        predictions = beyond.ensemble_predictions(results_dir, tables, select_on=select_on)
     builders = [(key, title, question, partial(build, predictions=predictions) if key == "ensembles"
                  else build) for key, title, question, build in BUILDERS]
-    sections = collect(builders, tables)
+    sections = collect(with_selection(builders, select_on), tables)
     for section in sections:
         if section.group == "Exam":
             section.group = GROUP

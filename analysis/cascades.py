@@ -16,9 +16,10 @@ FLOPs per forward pass against the metric, and the ``cheapest_good`` cheapest go
 every epoch); every ordered pair of them with cheap FLOPs < expensive FLOPs, at every τ of ``thresholds``.
 Each network answers with its lowest-seed answering run (a fixed rule, not a pick by accuracy).
 
-The front, the candidates and any "best" τ are read off the test split: the frame describes what cascades
-would have scored on it. A τ or a pair picked here is not a recommendation measured on unseen data; pick
-it on held-out data (or a validation split) before relying on it.
+The candidates are picked on the selection metric (``analysis.population.selection_metric``: the validation
+split's when the results hold one, else the test split's, as the study did). The cascades' scores, their front
+and any "best" τ are read off the test split (no validation predictions are stored): the frame describes what
+cascades would have scored on it. A τ or a pair picked here is not a recommendation measured on unseen data.
 """
 
 from __future__ import annotations
@@ -40,21 +41,24 @@ COLUMNS = ["cheap", "expensive", "threshold", "test_acc", "test_balanced_acc", "
 
 
 def candidates(tables, metric: str = METRIC, epoch: int | None = None, recipe: str | None = None,
-               cheapest_good: int = CHEAPEST_GOOD) -> pd.DataFrame:
-    """The networks cascades are built from: network, flops_forward, params, <metric>_mean, on_single_front
-    (no network has fewer FLOPs and a higher metric), cheapest_good (among the ``cheapest_good`` cheapest
-    good networks). Sorted by FLOPs."""
-    pop = population(tables, metric, epoch, recipe)
-    value = f"{metric}_mean"
-    pop = pop.dropna(subset=[COST, value])
+               cheapest_good: int = CHEAPEST_GOOD, select_on: str | None = None) -> pd.DataFrame:
+    """The networks cascades are built from: network, flops_forward, params, <metric>_mean (and the selection
+    metric's mean when it is another), on_single_front (no network has fewer FLOPs and a higher selection
+    metric), cheapest_good (among the ``cheapest_good`` cheapest networks good on the selection metric).
+    Sorted by FLOPs. attrs: selected_by."""
+    pop = population(tables, metric, epoch, recipe, select_on=select_on)
+    value, select = f"{metric}_mean", f"{pop.attrs['selected_by']}_mean"
+    pop = pop.dropna(subset=[COST, select])
     if pop.empty:
-        raise ResultsError(f"No network has both {COST} and {metric} recorded: nothing to cascade.")
-    on_front = front_mask(pop[COST].to_numpy(float), pop[value].to_numpy(float))
+        raise ResultsError(f"No network has both {COST} and {pop.attrs['selected_by']} recorded: nothing to cascade.")
+    on_front = front_mask(pop[COST].to_numpy(float), pop[select].to_numpy(float))
     cheap_good = pop[pop["good"]].sort_values([COST, "network"]).head(cheapest_good)["network"]
     out = pop.assign(on_single_front=on_front, cheapest_good=pop["network"].isin(cheap_good))
     out = out[out["on_single_front"] | out["cheapest_good"]]
-    keep = ["network", COST, "params", value, "on_single_front", "cheapest_good"]
-    return out[keep].sort_values([COST, "network"]).reset_index(drop=True)
+    keep = list(dict.fromkeys(["network", COST, "params", value, select, "on_single_front", "cheapest_good"]))
+    out = out[keep].sort_values([COST, "network"]).reset_index(drop=True)
+    out.attrs.update(selected_by=pop.attrs["selected_by"])
+    return out
 
 
 def single_networks(tables, metric: str = METRIC, epoch: int | None = None, recipe: str | None = None) -> pd.DataFrame:
@@ -92,18 +96,19 @@ def _answers(tables, names, epoch: int | None) -> tuple[dict, np.ndarray, int]:
 
 
 def cascades(tables, thresholds=THRESHOLDS, metric: str = METRIC, epoch: int | None = None,
-             recipe: str | None = None, cheapest_good: int = CHEAPEST_GOOD) -> pd.DataFrame:
+             recipe: str | None = None, cheapest_good: int = CHEAPEST_GOOD, select_on: str | None = None) -> pd.DataFrame:
     """Every cascade of two candidate networks (see candidates) at every τ in ``thresholds``: cheap,
     expensive, threshold, test_acc, test_balanced_acc (mean per-class recall), deferred_share (share of
     samples sent to the expensive network), flops_per_sample, on_front (no single network and no other
     cascade has fewer or equal FLOPs per sample and a higher or equal ``metric``), params_per_sample,
-    time_per_sample_s (NaN where not recorded). A description of the test split (see the module docstring).
-    attrs: metric, candidates, left_out."""
+    time_per_sample_s (NaN where not recorded). A description of the test split (see the module docstring);
+    the candidates are picked on the selection metric. attrs: metric, candidates, selected_by, left_out."""
     tables = for_recipe(tables, recipe)
     if tables.predictions.empty or "probs" not in tables.predictions.columns:
         raise ResultsError("Cascades need the predictions table with its probs column "
                            "(netzoo train writes it for every network).")
-    pool = candidates(tables, metric, epoch, recipe, cheapest_good)
+    pool = candidates(tables, metric, epoch, recipe, cheapest_good, select_on=select_on)
+    selected_by = pool.attrs["selected_by"]
     answers, labels, left_out = _answers(tables, pool["network"].tolist(), epoch)
     pool = pool[pool["network"].isin(answers)].reset_index(drop=True)
     if len(pool) < 2:
@@ -139,5 +144,5 @@ def cascades(tables, thresholds=THRESHOLDS, metric: str = METRIC, epoch: int | N
     value = np.concatenate([singles[f"{metric}_mean"].to_numpy(float), out[metric].to_numpy(float) - TIE])
     out["on_front"] = front_mask(cost, value)[len(singles):]
     out = out[COLUMNS].sort_values(["flops_per_sample", "cheap", "expensive", "threshold"]).reset_index(drop=True)
-    out.attrs.update(metric=metric, candidates=pool["network"].tolist(), left_out=left_out)
+    out.attrs.update(metric=metric, candidates=pool["network"].tolist(), selected_by=selected_by, left_out=left_out)
     return out

@@ -7,7 +7,7 @@ from analysis.section import Section
 from netzoo.completeness import RUN, completeness, missing
 
 
-def report_sections(tables, results_dir=None) -> list[Section]:
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
     """The report's completeness section: counts per dataset x recipe x seed, and the missing runs named."""
     networks = tables.networks
     if networks.empty or not set(RUN + ["status"]) <= set(networks.columns):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.population import (BASIC, GOLD, GOOD, METRIC, basic_row, for_recipe, left_out_note, mean_over_seeds,
-                                 per_epoch, population, resolve_epoch)
+                                 per_epoch, population, resolve_epoch, selection_metric, selection_note, split_of)
 from analysis.samples import q8_samples
 from netzoo.errors import NetzooError, ResultsError
 
@@ -29,22 +29,31 @@ def threshold_column(threshold: float) -> str:
 
 # --- 1. attempts ---------------------------------------------------------------------------------
 def q1_attempts(tables, metric: str = METRIC, thresholds=THRESHOLDS, good: float = GOOD, gold: float = GOLD,
-                recipe: str | None = None) -> pd.DataFrame:
-    """Per epoch: networks with a result, how many reached each threshold, and how many are good so far
-    (>= ``good`` at every epoch up to this one) and gold stars if training stopped here (good, >= ``gold``)."""
+                recipe: str | None = None, select_on: str | None = None) -> pd.DataFrame:
+    """Per epoch: networks with a result, how many reached each threshold of ``metric``, and how many are good
+    so far (>= ``good`` at every epoch up to this one) and gold stars if training stopped here (good, >= ``gold``),
+    both judged on the selection metric (analysis.population.selection_metric). attrs: metric, selected_by."""
     curves = per_epoch(tables, metric, recipe)
+    left_out = curves.attrs["left_out"]
+    select = selection_metric(for_recipe(tables, recipe), select_on, metric)
+    if select != metric:
+        picked = per_epoch(tables, select, recipe)[["network", "epoch", f"{select}_mean"]]
+        curves = curves.merge(picked, on=["network", "epoch"], how="left", validate="one_to_one")
     value = curves[f"{metric}_mean"].to_numpy()
+    chosen = curves[f"{select}_mean"]
     counts = curves[["epoch"]].copy()
     for threshold in thresholds:
         counts[threshold_column(threshold)] = value >= threshold - 1e-12
     # good so far: >= good at every epoch 1..e (a missing epoch breaks the streak)
-    curves = curves.sort_values(["network", "epoch"])
-    ok = (curves[f"{metric}_mean"] >= good - 1e-12) & (curves["epoch"] == curves.groupby("network").cumcount() + 1)
-    counts.loc[curves.index, "good"] = ok.groupby(curves["network"]).cummin()
-    counts["gold_stars"] = counts["good"].astype(bool) & (value >= gold - 1e-12)
+    order = curves.sort_values(["network", "epoch"]).index
+    ok = (chosen[order] >= good - 1e-12) & (curves.loc[order, "epoch"]
+                                            == curves.loc[order].groupby("network").cumcount() + 1)
+    counts.loc[order, "good"] = ok.groupby(curves.loc[order, "network"]).cummin()
+    counts["gold_stars"] = counts["good"].astype(bool) & (chosen.to_numpy() >= gold - 1e-12)
     out = counts.groupby("epoch").agg(networks=("epoch", "size"), **{c: (c, "sum") for c in counts.columns[1:]})
     out = out.astype("int64").reset_index()
-    out.attrs.update(metric=metric, good=good, gold=gold, left_out=curves.attrs["left_out"])
+    out.attrs.update(metric=metric, selected_by=select, select_on=split_of(select), good=good, gold=gold,
+                     left_out=left_out)
     return out
 
 
@@ -69,16 +78,17 @@ def by_group(pop: pd.DataFrame, value: str) -> pd.DataFrame:
 
 
 def q2_accuracy(tables, metric: str = METRIC, epoch: int | None = None, recipe: str | None = None,
-                good: float = GOOD, gold: float = GOLD) -> pd.DataFrame:
-    """Test accuracy (``metric``, seed mean) per family, per activation and per cell (see by_group)."""
-    pop = population(tables, metric, epoch, recipe, good, gold)
+                good: float = GOOD, gold: float = GOLD, select_on: str | None = None) -> pd.DataFrame:
+    """Test accuracy (``metric``, seed mean) per family, per activation and per cell (see by_group; gold stars
+    judged on the selection metric)."""
+    pop = population(tables, metric, epoch, recipe, good, gold, select_on=select_on)
     return by_group(pop, f"{metric}_mean")
 
 
 def cost_by_group(tables, cost: str, metric: str = METRIC, epoch: int | None = None,
-                  recipe: str | None = None) -> pd.DataFrame:
+                  recipe: str | None = None, select_on: str | None = None) -> pd.DataFrame:
     """A cost (train_time_s, params, memory, ops, ...) per family, activation and cell (see by_group)."""
-    pop = population(tables, metric, epoch, recipe)
+    pop = population(tables, metric, epoch, recipe, select_on=select_on)
     value = f"{cost}_mean" if f"{cost}_mean" in pop.columns else cost
     if value not in pop.columns:
         raise ResultsError(f"No cost column {cost!r} in the results; costs: train_time_s, params, memory, ops, "
@@ -182,17 +192,20 @@ def settled_epoch(stability: pd.DataFrame, threshold: float = 0.9) -> int | None
 
 # --- 9. the best network -------------------------------------------------------------------------
 def best_network(pop: pd.DataFrame, metric: str = METRIC) -> pd.Series:
-    """The population row with the highest seed-mean metric (``population`` holds answering runs only)."""
+    """The population row with the highest seed-mean selection metric (``pop.attrs["selected_by"]``: the
+    validation split's when the population was picked on it, else ``metric``); ``population`` holds answering
+    runs only."""
     if pop.empty:
         raise ResultsError("No network has a result at this epoch: nothing to rank.")
-    return pop.loc[pop[f"{metric}_mean"].idxmax()]
+    return pop.loc[pop[f"{pop.attrs.get('selected_by', metric)}_mean"].idxmax()]
 
 
 def q9_best_percentiles(tables, metric: str = METRIC, epoch: int | None = None,
-                        recipe: str | None = None) -> pd.DataFrame:
-    """The best network's recall on each class and its percentile among all networks (share of networks
-    whose recall on that class is <= the best's, in %), with the population's median and best recall."""
-    pop = population(tables, metric, epoch, recipe)
+                        recipe: str | None = None, select_on: str | None = None) -> pd.DataFrame:
+    """The best network (picked on the selection metric) and its recall on each test class with its percentile
+    among all networks (share of networks whose recall on that class is <= the best's, in %), with the
+    population's median and best recall. attrs: network, value (its test metric), selected_by."""
+    pop = population(tables, metric, epoch, recipe, select_on=select_on)
     best = best_network(pop, metric)
     columns = [c for c in pop.columns if c.startswith("test_acc_class_") and c.endswith("_mean")]
     rows = []
@@ -204,16 +217,18 @@ def q9_best_percentiles(tables, metric: str = METRIC, epoch: int | None = None,
                      "best_of_class": values.max(), "networks_better": int(np.sum(values > mine + 1e-12))})
     out = pd.DataFrame(rows)
     out.attrs.update(network=best["network"], metric=metric, value=best[f"{metric}_mean"],
+                     selected_by=pop.attrs["selected_by"], select_on=pop.attrs["select_on"],
                      left_out=pop.attrs["left_out"])
     return out
 
 
 # --- 10. best vs Basic ---------------------------------------------------------------------------
 def q10_best_vs_basic(tables, metric: str = METRIC, epoch: int | None = None,
-                      recipe: str | None = None) -> pd.DataFrame:
-    """The best network and Basic side by side: params, memory, ops, MACs, training time and accuracy, with
-    the ratio best / Basic (and each side's 95% CI over seeds where it varies)."""
-    pop = population(tables, metric, epoch, recipe)
+                      recipe: str | None = None, select_on: str | None = None) -> pd.DataFrame:
+    """The best network (picked on the selection metric) and Basic side by side: params, memory, ops, MACs,
+    training time and test accuracy, with the ratio best / Basic (and each side's 95% CI over seeds where it
+    varies)."""
+    pop = population(tables, metric, epoch, recipe, select_on=select_on)
     best, basic = best_network(pop, metric), basic_row(pop)
     if basic is None:
         raise ResultsError(f"The results hold no {BASIC} network to compare with: train it too "
@@ -232,7 +247,8 @@ def q10_best_vs_basic(tables, metric: str = METRIC, epoch: int | None = None,
                      "best_ci95": float(best[ci]) if ci in pop.columns and ci != column else np.nan,
                      "basic_ci95": float(basic[ci]) if ci in pop.columns and ci != column else np.nan})
     out = pd.DataFrame(rows)
-    out.attrs.update(best=best["network"], basic=basic["network"], metric=metric, left_out=pop.attrs["left_out"])
+    out.attrs.update(best=best["network"], basic=basic["network"], metric=metric, selected_by=pop.attrs["selected_by"],
+                     select_on=pop.attrs["select_on"], left_out=pop.attrs["left_out"])
     return out
 
 
@@ -243,9 +259,19 @@ _PREDICTION_COLUMNS = ["network", "recipe_hash", "seed", "epoch", "sample", "lab
 
 
 def answer(question: str | int, results_dir: Path | str, epoch: int | None = None, recipe: str | None = None,
-           metric: str = METRIC, **options) -> pd.DataFrame:
-    """Load what question ``question`` needs from ``results_dir`` and answer it (CLI ``netzoo exam``).
+           metric: str = METRIC, select_on: str | None = None, **options) -> pd.DataFrame:
+    """Load what question ``question`` needs from ``results_dir`` and answer it (CLI ``netzoo exam``), picking
+    networks on ``select_on`` (analysis.population.selection_metric; attrs["notes"] says which split picked).
     ``options``: known_label_errors (a FILE) and network, for label-issues (see analysis.verdicts)."""
+    frame = _answer(question, results_dir, epoch, recipe, metric, select_on, **options)
+    if "selected_by" in frame.attrs:
+        best = frame.attrs.get("network", frame.attrs.get("best"))
+        note = selection_note(frame.attrs["selected_by"]) + (f" The best network: {best}." if best else "")
+        frame.attrs["notes"] = [*frame.attrs.get("notes", []), note]
+    return frame
+
+
+def _answer(question, results_dir, epoch, recipe, metric, select_on, **options) -> pd.DataFrame:
     from analysis import beyond
     from netzoo.results import load
 
@@ -257,7 +283,8 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
     if question in ("label-issues", "cascades") or any(v is not None for v in options.values()):
         from analysis.verdicts import answer_verdict
 
-        return answer_verdict(question, results_dir, epoch=epoch, recipe=recipe, metric=metric, **options)
+        return answer_verdict(question, results_dir, epoch=epoch, recipe=recipe, metric=metric, select_on=select_on,
+                              **options)
     if question in ("8", "agreement"):
         at = epoch if epoch is not None else "last"
         tables = load(results_dir, tables=["networks", "epochs", "predictions"],
@@ -267,15 +294,17 @@ def answer(question: str | int, results_dir: Path | str, epoch: int | None = Non
         return beyond.agreement(tables, recipe=recipe)
     tables = load(results_dir, tables=["networks", "epochs"])
     if question == "ensembles":  # probabilities of only the ensembles' runs: a filtered read
-        predictions = beyond.ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric)
-        return beyond.ensembles(tables, metric=metric, epoch=epoch, recipe=recipe, predictions=predictions)
+        predictions = beyond.ensemble_predictions(results_dir, tables, epoch=epoch, recipe=recipe, metric=metric,
+                                                  select_on=select_on)
+        return beyond.ensembles(tables, metric=metric, epoch=epoch, recipe=recipe, predictions=predictions,
+                                select_on=select_on)
     kw = {"metric": metric, "recipe": recipe}
     simple = {"2": q2_accuracy, "3": q3_train_time, "4": q4_params, "5": q5_memory, "6": q6_ops,
               "9": q9_best_percentiles, "10": q10_best_vs_basic, "pareto": beyond.pareto_fronts}
     if question in simple:
-        return simple[question](tables, epoch=epoch, **kw)
+        return simple[question](tables, epoch=epoch, select_on=select_on, **kw)
     if question == "1":
-        curves = q1_attempts(tables, **kw)
+        curves = q1_attempts(tables, select_on=select_on, **kw)
         if epoch is None:
             return curves
         shown = curves[curves["epoch"] <= epoch].reset_index(drop=True)

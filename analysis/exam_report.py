@@ -8,14 +8,17 @@ the group "Skipped" whose finding says why; the report lists those at the end.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from functools import partial
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from analysis import charts, exam
-from analysis.population import BASIC, GOLD, GOOD, METRIC, as_tables, basic_row, label, left_out_note, population
+from analysis.population import (BASIC, GOLD, GOOD, METRIC, SPLIT_NAMES, as_tables, basic_row, label, left_out_note,
+                                 population)
 from analysis.samples import q8_counts
 from analysis.section import Section
 from netzoo.errors import DatasetError, NetzooError
@@ -54,16 +57,29 @@ def collect(builders: list[tuple[str, str, str, Callable]], tables) -> list[Sect
     return sections
 
 
+def with_selection(builders: list[tuple[str, str, str, Callable]], select_on: str | None) -> list:
+    """The builders, each that picks networks (a ``select_on`` parameter) bound to ``select_on``."""
+    return [(key, title, question, partial(build, select_on=select_on)
+             if "select_on" in inspect.signature(build).parameters else build)
+            for key, title, question, build in builders]
+
+
+def picked_on(frame: pd.DataFrame) -> str:
+    """' (picked on the validation split)' or ' (picked on the test split)': which split chose a network."""
+    return f" (picked on the {SPLIT_NAMES[frame.attrs.get('select_on', 'test')]} split)"
+
+
 # --- 1 -------------------------------------------------------------------------------------------
-def _q1(tables, key, title, question):
-    q1 = exam.q1_attempts(tables)
-    pop = population(tables)
+def _q1(tables, key, title, question, select_on=None):
+    q1 = exam.q1_attempts(tables, select_on=select_on)
+    pop = population(tables, select_on=select_on)
     last = q1.iloc[-1]
     stars = pop[pop["gold_star"]]["network"]
     finding = (f"At epoch {int(last['epoch'])}, {int(last['reached_80'])} of {int(last['networks'])} networks "
                f"reached ≥80% and {int(last['reached_99'])} reached ≥99%; {int(pop['good'].sum())} are good "
                f"(≥{pct(GOOD)} at every epoch) and {len(stars)} are gold stars (good and ≥{pct(GOLD)} at the last "
-               f"epoch): {names(stars)}." + left_out_note(q1.attrs["left_out"]))
+               f"epoch, on the {SPLIT_NAMES[pop.attrs['select_on']]} split): {names(stars)}."
+               + left_out_note(q1.attrs["left_out"]))
     return [Section(key, title, question, finding, q1, [charts.attempts(q1, "Networks at or above each accuracy, per epoch")])]
 
 
@@ -77,8 +93,8 @@ def _cell_name(row: pd.Series) -> str:
     return f"{row['family']} {row['activation']}"
 
 
-def _q2(tables, key, title, question):
-    pop = population(tables)
+def _q2(tables, key, title, question, select_on=None):
+    pop = population(tables, select_on=select_on)
     value = f"{METRIC}_mean"
     summary = exam.by_group(pop, value)
     basic = basic_row(pop)
@@ -96,10 +112,10 @@ def _q2(tables, key, title, question):
 
 
 def _cost_builder(cost: str):
-    def build(tables, key, title, question):
-        pop = population(tables)
+    def build(tables, key, title, question, select_on=None):
+        pop = population(tables, select_on=select_on)
         value = f"{cost}_mean" if f"{cost}_mean" in pop.columns else cost
-        summary = exam.cost_by_group(tables, cost)
+        summary = exam.cost_by_group(tables, cost, select_on=select_on)
         basic = basic_row(pop)
         low, high = _top(summary, "family", False), _top(summary, "family", True)
         if low["family"] == high["family"]:
@@ -196,11 +212,12 @@ def _q8(tables, key, title, question):
 
 
 # --- 9, 10 ---------------------------------------------------------------------------------------
-def _q9(tables, key, title, question):
-    q9 = exam.q9_best_percentiles(tables)
+def _q9(tables, key, title, question, select_on=None):
+    q9 = exam.q9_best_percentiles(tables, select_on=select_on)
     weakest = q9.loc[q9["percentile"].idxmin()]
     top = int((q9["percentile"] >= 90).sum())
-    finding = (f"The best network is {q9.attrs['network']} ({pct(q9.attrs['value'])}). It is at or above the 90th "
+    finding = (f"The best network{picked_on(q9)} is {q9.attrs['network']} ({pct(q9.attrs['value'])} on the test "
+               f"split). It is at or above the 90th "
                f"percentile in {top} of {len(q9)} classes; its weakest standing is class {int(weakest['class'])} "
                f"(recall {pct(weakest['accuracy'])}, percentile {weakest['percentile']:.0f}, "
                f"{int(weakest['networks_better'])} networks better)." + left_out_note(q9.attrs["left_out"]))
@@ -208,11 +225,11 @@ def _q9(tables, key, title, question):
     return [Section(key, title, question, finding, q9, [figure])]
 
 
-def _q10(tables, key, title, question):
-    q10 = exam.q10_best_vs_basic(tables)
+def _q10(tables, key, title, question, select_on=None):
+    q10 = exam.q10_best_vs_basic(tables, select_on=select_on)
     by = q10.set_index("measure")
     parts = [f"{m} ×{by.loc[m, 'ratio']:.3g}" for m in ("params", "memory", "ops", "train_time_s") if m in by.index]
-    finding = (f"{q10.attrs['best']} scores {pct(by.loc[METRIC, 'best'])} against {q10.attrs['basic']}'s "
+    finding = (f"{q10.attrs['best']}{picked_on(q10)} scores {pct(by.loc[METRIC, 'best'])} against {q10.attrs['basic']}'s "
                f"{pct(by.loc[METRIC, 'basic'])} (×{by.loc[METRIC, 'ratio']:.3f}), at {', '.join(parts)} of "
                f"Basic's cost." + left_out_note(q10.attrs["left_out"]))
     figure = charts.ratios(q10, f"{q10.attrs['best']} / {q10.attrs['basic']}")
@@ -235,7 +252,8 @@ BUILDERS = [
 ]
 
 
-def report_sections(tables, results_dir=None) -> list[Section]:
-    """The report's sections for questions 1-10, in order (Q8 adds one per kind of sample); ``results_dir``:
-    unused (the report modules' one signature)."""
-    return collect(BUILDERS, tables)
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
+    """The report's sections for questions 1-10, in order (Q8 adds one per kind of sample), networks picked on
+    ``select_on`` (analysis.population.selection_metric); ``results_dir``: unused (the report modules' one
+    signature)."""
+    return collect(with_selection(BUILDERS, select_on), tables)

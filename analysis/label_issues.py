@@ -29,10 +29,11 @@ cleanlab's view, side by side: ``cleanlab.rank.get_label_quality_scores`` (its d
 score) and ``cleanlab.filter.find_label_issues`` on ONE network's probabilities, and
 ``cleanlab.rank.get_label_quality_ensemble_scores`` over every run (uniform weights: cleanlab's default
 weighting by accuracy would weight the members by their accuracy on the very labels being judged, the
-test split's). Which single network: ``network`` if given, else the run with the highest *training*
-accuracy at the epoch (``train_acc``; more parameters, then the name, break ties). The test split's
-accuracy is never used to pick it: that would pick the network that agrees most with the labels under
-suspicion. cleanlab is an optional dependency (``pip install 'netzoo[data]'``); without it the cleanlab
+test split's). Which single network: ``network`` if given, else the run with the highest *validation*
+metric at the epoch when the results hold a validation split (``analysis.population.selection_metric``), else
+the highest *training* accuracy (``train_acc``; more parameters, then the name, break ties). The test split's
+accuracy is never used to pick it, even with ``--select-on test``: that would pick the network that agrees
+most with the labels under suspicion. cleanlab is an optional dependency (``pip install 'netzoo[data]'``); without it the cleanlab
 columns are empty and ``attrs["notes"]`` says why.
 
 Runs that diverged, failed, or stored no probabilities are left out and counted (``attrs["left_out"]``).
@@ -48,7 +49,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.population import answering_runs, as_tables, for_recipe
+from analysis.population import answering_runs, as_tables, for_recipe, selection_metric, split_of
 from analysis.samples import KINDS, classify
 from netzoo.errors import LabelListError, ResultsError
 
@@ -160,11 +161,13 @@ def run_probs(tables, epoch: int | None = None, recipe: str | None = None) -> Ru
 
 
 def _with_run_facts(runs: pd.DataFrame, tables, preds: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with each run's train_acc at its answered epoch and its params (NaN where unknown)."""
+    """``runs`` with each run's train_acc (and validation metrics, where recorded) at its answered epoch and its
+    params (NaN where unknown)."""
     epochs, networks = tables.epochs, tables.networks
-    if len(epochs) and "train_acc" in epochs.columns:
+    facts = [c for c in ("train_acc", "val_acc", "val_balanced_acc") if c in epochs.columns]
+    if len(epochs) and facts:
         answered = preds[["network", "seed", "epoch"]].drop_duplicates(["network", "seed"])
-        runs = runs.merge(answered.merge(epochs[["network", "seed", "epoch", "train_acc"]], how="left"),
+        runs = runs.merge(answered.merge(epochs[["network", "seed", "epoch", *facts]], how="left"),
                           on=["network", "seed"], how="left").drop(columns="epoch")
     if "params" in networks.columns:
         runs = runs.merge(networks[["network", "params"]].drop_duplicates("network"), on="network", how="left")
@@ -227,10 +230,19 @@ def _normalised(probs: np.ndarray) -> np.ndarray:
     return probs / probs.sum(-1, keepdims=True)
 
 
-def single_network(rp: RunProbs, network: str | None = None) -> tuple[int, str]:
+def picking_column(tables, select_on: str | None = None, recipe: str | None = None) -> str:
+    """The column the single network is picked on: the selection metric when it is the validation split's
+    (analysis.population.selection_metric), else ``train_acc``: never the test split's."""
+    tables = as_tables(tables)
+    select = selection_metric(for_recipe(tables, recipe) if len(tables.networks) else tables, select_on)
+    return select if split_of(select) == "val" else "train_acc"
+
+
+def single_network(rp: RunProbs, network: str | None = None, by: str = "train_acc") -> tuple[int, str]:
     """The run cleanlab judges alone, and why: ``network`` (its lowest seed) if given, else the run with the
-    highest training accuracy at the epoch (more parameters, then the name, break ties). Never the test
-    split's accuracy: that would favour the network that agrees most with the labels under suspicion."""
+    highest ``by`` at the epoch (``picking_column``: a validation metric, or the training accuracy; more
+    parameters, then the name, break ties). Never the test split's accuracy: that would favour the network
+    that agrees most with the labels under suspicion."""
     runs = rp.runs
     if network is not None:
         hits = runs.index[runs["network"] == network]
@@ -239,19 +251,23 @@ def single_network(rp: RunProbs, network: str | None = None) -> tuple[int, str]:
                                f"{', '.join(sorted(runs['network'].unique())[:8])} … ({runs['network'].nunique()}).")
         row = runs.loc[hits].sort_values("seed").index[0]
         return int(row), "named with --network"
-    ordered = runs.assign(_acc=runs["train_acc"].fillna(-1), _params=runs["params"].fillna(-1))
+    if by.startswith("test_"):
+        raise ValueError(f"the single network is never picked on the test split ({by})")
+    values = runs[by] if by in runs.columns else pd.Series(np.nan, index=runs.index)
+    ordered = runs.assign(_acc=values.fillna(-1), _params=runs["params"].fillna(-1))
     ordered = ordered.sort_values(["_acc", "_params", "network", "seed"], ascending=[False, False, True, True])
     row = ordered.index[0]
-    if runs["train_acc"].notna().any():
-        return int(row), f"the highest training accuracy ({runs.loc[row, 'train_acc']:.3f}), not the test split's"
-    return int(row), "the most parameters (no training accuracy recorded)"
+    if values.notna().any():
+        what = f"validation split's {by}" if split_of(by) == "val" else "training accuracy"
+        return int(row), f"the highest {what} ({values[row]:.3f}), not the test split's"
+    return int(row), f"the most parameters (no {by} recorded)"
 
 
-def cleanlab_ranking(rp: RunProbs, network: str | None = None) -> pd.DataFrame:
-    """cleanlab on one network (see single_network): sample, cleanlab_score (label quality, self-confidence:
-    low = suspect), cleanlab_rank (1 = most suspect) and cleanlab_issue (find_label_issues, pruned by noise
-    rate). Empty columns, and attrs["notes"] saying so, when cleanlab is not installed."""
-    row, why = single_network(rp, network)
+def cleanlab_ranking(rp: RunProbs, network: str | None = None, by: str = "train_acc") -> pd.DataFrame:
+    """cleanlab on one network (see single_network, picked on ``by``): sample, cleanlab_score (label quality,
+    self-confidence: low = suspect), cleanlab_rank (1 = most suspect) and cleanlab_issue (find_label_issues,
+    pruned by noise rate). Empty columns, and attrs["notes"] saying so, when cleanlab is not installed."""
+    row, why = single_network(rp, network, by)
     name, seed = rp.runs.loc[row, "network"], int(rp.runs.loc[row, "seed"])
     frame = pd.DataFrame({"sample": rp.samples})
     frame.attrs.update(network=name, seed=seed, why=why, issues=None, notes=[])
@@ -286,14 +302,14 @@ def cleanlab_ensemble_ranking(rp: RunProbs) -> pd.DataFrame:
 
 # --- the answer ----------------------------------------------------------------------------------
 def label_issues(tables, epoch: int | None = None, recipe: str | None = None, network: str | None = None,
-                 rp: RunProbs | None = None) -> pd.DataFrame:
+                 rp: RunProbs | None = None, select_on: str | None = None) -> pd.DataFrame:
     """One row per test sample, most suspect first: sample, label, suggested_label, score, rank,
     wrong_share, runs (the population's view, see population_ranking) and cleanlab_score, cleanlab_rank
     (cleanlab on one network, see cleanlab_ranking; empty without cleanlab). attrs: runs, left_out,
     epoch, cleanlab_network, cleanlab_why, cleanlab_issues, notes. ``rp``: already built run_probs."""
     rp = run_probs(tables, epoch, recipe) if rp is None else rp
     ranking = population_ranking(rp)
-    single = cleanlab_ranking(rp, network)
+    single = cleanlab_ranking(rp, network, picking_column(tables, select_on, recipe))
     out = ranking.merge(single[["sample", "cleanlab_score", "cleanlab_rank"]], on="sample", how="left")
     out = out.sort_values("rank").reset_index(drop=True)[COLUMNS]
     notes = list(single.attrs["notes"])

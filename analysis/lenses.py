@@ -507,7 +507,7 @@ def _health_section(tables) -> Section:
     )
 
 
-def report_sections(tables, results_dir=None) -> list[Section]:
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
     """The report's "Inside the networks" sections: the width study (when the zoo has a width axis) and health.
 
     Empty when the results hold no ``layers`` rows (trained with --no-lenses).

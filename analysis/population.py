@@ -5,6 +5,13 @@ or hash; default the recipe with the most runs) and, where a network was trained
 the mean over seeds with a 95% confidence interval: columns ``<value>_mean``, ``<value>_ci95``, ``n_seeds``
 (the runs counted) and ``seeds_dropped`` (the network's other runs under that recipe).
 
+Picking is never done on the test split when the results hold a validation split: every place that picks
+networks (the best network, gold stars, the k best of an ensemble, the Pareto fronts' members, the best recipe,
+cascade candidates, the network cleanlab judges alone) picks on ``selection_metric`` (the metric's ``val_``
+twin, e.g. ``val_balanced_acc``) and reports the test split's numbers of what it picked. ``select_on``: "val",
+"test" (the study's way: picking and reporting on the test split), or None for "val" when the results hold a
+validation split and "test" otherwise.
+
 A run that diverged or failed is not an answer, at any epoch: ``answering_runs`` drops it, every analysis calls
 it, and each answer says how many runs it left out (``frame.attrs["left_out"]``). Without an epoch, every run
 counts with its last recorded epoch (``final_epochs``): a run stopped early answers with the epoch it stopped at.
@@ -37,6 +44,8 @@ COSTS = {  # cost column -> axis label with its unit
 LABELS = {"test_balanced_acc": "test accuracy (mean per-class recall)", "test_acc": "test accuracy",
           **COSTS}
 RUN = ["network", "recipe_hash", "seed"]              # one training run
+SELECT_ON = ("val", "test")                           # the splits networks can be picked on (--select-on)
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 ANSWERING = ("done", "stopped_early")                 # statuses of runs whose numbers are answers
 
 
@@ -108,6 +117,52 @@ def recipe_answers(tables, recipe: str | None = None) -> tuple[ResultTables, int
         raise ResultsError(f"No run answers: all {left_out} runs of this recipe diverged or failed "
                            f"(netzoo status lists them); train with a recipe under which they converge.")
     return tables, left_out
+
+
+# --- which split picks: one rule for every analysis that picks networks ----------------------------
+def validation_metric(metric: str) -> str:
+    """The validation split's twin of a test metric: 'val_balanced_acc' for 'test_balanced_acc'."""
+    return "val_" + metric.removeprefix("test_")
+
+
+def has_validation(tables, metric: str = METRIC) -> bool:
+    """Whether every recipe in the tables has validation numbers (``val_…`` not null at some epoch)."""
+    epochs = as_tables(tables).epochs
+    column = validation_metric(metric)
+    if epochs.empty or column not in epochs.columns:
+        return False
+    if "recipe_hash" not in epochs.columns:
+        return bool(epochs[column].notna().any())
+    return bool(epochs[column].notna().groupby(epochs["recipe_hash"], observed=True).any().all())
+
+
+def selection_metric(tables, select_on: str | None = None, metric: str = METRIC) -> str:
+    """The column networks are picked on: ``metric``'s validation twin (``validation_metric``) when
+    ``select_on`` is "val", or None and the tables hold a validation split (``has_validation``); ``metric``
+    itself (picked on the test split, as the study did) when "test", or None without one. Raises ResultsError
+    for "val" on tables without a validation split, or an unknown ``select_on``."""
+    if select_on not in (None, *SELECT_ON):
+        raise ResultsError(f"--select-on {select_on!r}: pick on one of {', '.join(SELECT_ON)}.")
+    if select_on == "test" or (select_on is None and not has_validation(tables, metric)):
+        return metric
+    if not has_validation(tables, metric):
+        raise ResultsError("--select-on val: these results hold no validation split (no val_ numbers in the "
+                           "epochs table). Train with one (--recipe study+val, or validation = 0.0833 in the "
+                           "recipe), or pass --select-on test to pick on the test split.")
+    return validation_metric(metric)
+
+
+def split_of(column: str) -> str:
+    """'val' for a validation metric column, 'test' otherwise: the split a selection column is measured on."""
+    return "val" if column.startswith("val_") else "test"
+
+
+def selection_note(column: str) -> str:
+    """A sentence saying which split picked the networks, for findings and the report's header."""
+    if split_of(column) == "val":
+        return f"Networks are picked on the validation split ({column}) and reported on the test split."
+    return (f"Networks are picked on the test split ({column}), as the study did: the picks are not measured "
+            f"on unseen data.")
 
 
 def label(column: str) -> str:
@@ -228,32 +283,37 @@ def _identity(networks: pd.DataFrame) -> pd.DataFrame:
 
 
 def population(tables, metric: str = METRIC, epoch: int | None = None, recipe: str | None = None,
-               good: float = GOOD, gold: float = GOLD) -> pd.DataFrame:
+               good: float = GOOD, gold: float = GOLD, select_on: str | None = None) -> pd.DataFrame:
     """One row per network at ``epoch`` (default: each run's last epoch), over its answering runs: its manifest
-    costs, seed means with CIs of the test metrics, per-class recalls and cumulative training time, n_seeds,
-    seeds_dropped, and the flags ``good`` and ``gold_star``. ``attrs``: metric, epoch (the last when None),
-    good, gold, left_out (runs left out: diverged or failed)."""
+    costs, seed means with CIs of the test metrics (and of the selection metric), per-class recalls and
+    cumulative training time, n_seeds, seeds_dropped, and the flags ``good`` and ``gold_star``, judged on the
+    selection metric (``selection_metric(tables, select_on, metric)``). Sorted by the selection metric, best
+    first. ``attrs``: metric, selected_by (the selection column), select_on ("val" or "test"), epoch (the last
+    when None), good, gold, left_out (runs left out: diverged or failed)."""
     tables = for_recipe(tables, recipe)
     runs = tables.networks
     tables, left_out = recipe_answers(tables)
+    select = selection_metric(tables, select_on, metric)
     resolved = resolve_epoch(tables.epochs, epoch)
     at = final_epochs(tables.epochs, epoch)
-    values = [c for c in dict.fromkeys([metric, "test_acc", "test_balanced_acc", "test_loss", "train_acc",
+    values = [c for c in dict.fromkeys([metric, select, "test_acc", "test_balanced_acc", "test_loss", "train_acc",
                                         "train_time_s"]) if c in at.columns]
     values += sorted((c for c in at.columns if c.startswith("test_acc_class_")), key=lambda c: int(c.rsplit("_", 1)[1]))
     pop = _identity(tables.networks).merge(mean_over_seeds(at, ["network"], values, runs=runs), on="network",
                                            how="inner")
-    flags = standing(tables, metric, resolved, good, gold)
+    flags = standing(tables, select, resolved, good, gold)
     pop = pop.merge(flags, on="network", how="left")
     pop[["good", "gold_star"]] = pop[["good", "gold_star"]].fillna(False).astype(bool)
-    pop.attrs.update(metric=metric, epoch=resolved, good=good, gold=gold, left_out=left_out)
-    return pop.sort_values(f"{metric}_mean", ascending=False, kind="stable").reset_index(drop=True)
+    pop.attrs.update(metric=metric, selected_by=select, select_on=split_of(select), epoch=resolved, good=good,
+                     gold=gold, left_out=left_out)
+    return pop.sort_values(f"{select}_mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def standing(tables, metric: str = METRIC, epoch: int | None = None, good: float = GOOD,
              gold: float = GOLD) -> pd.DataFrame:
     """network, good (metric >= good at every epoch up to ``epoch``), gold_star (good and >= gold at ``epoch``),
-    over the answering runs. A network missing an epoch (stopped early) is not good. Tables must hold one recipe."""
+    over the answering runs. A network missing an epoch (stopped early) is not good. Tables must hold one recipe.
+    Gold stars are picks: ``population`` passes the selection metric (``selection_metric``), not the test one."""
     tables, _ = answering_runs(tables)
     epoch = resolve_epoch(tables.epochs, epoch)
     curves = mean_over_seeds(tables.epochs[tables.epochs["epoch"] <= epoch], ["network", "epoch"], [metric])

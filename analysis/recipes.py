@@ -20,7 +20,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.population import answering_runs, final_epochs, left_out_note
+from analysis.population import (SPLIT_NAMES, answering_runs, final_epochs, left_out_note, selection_metric, split_of,
+                                 validation_metric)
 from analysis.section import Section
 from netzoo.results import ResultTables
 from netzoo.datasets import DATASETS, dataset_info
@@ -91,7 +92,8 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
                       train_size: int | None = None) -> pd.DataFrame:
     """Per recipe (and family): runs that answered, left_out (runs that diverged or failed), their mean balanced
     accuracy, its std, mean train - test accuracy gap, mean training seconds, epochs run, and the diverged share
-    of every run trained; with batch size and steps per epoch when ``train_size`` is known."""
+    of every run trained; the mean validation balanced accuracy (val_balanced_acc) where recorded; with batch
+    size and steps per epoch when ``train_size`` is known."""
     every = final_epochs(epochs)
     if every.empty:
         return pd.DataFrame()
@@ -108,14 +110,17 @@ def recipe_comparison(epochs: pd.DataFrame, networks: pd.DataFrame, by_family: b
     every = with_family(every).assign(diverged=every["status"].eq("diverged"))
     trained = every.groupby(keys, sort=False, observed=True).agg(trained=("network", "size"),
                                                                 diverged=("diverged", "mean"))
+    val = validation_metric(METRIC)
+    validated = val in rows.columns and rows[val].notna().any()
     answers = rows.groupby(keys, sort=False, observed=True).agg(
         runs=("network", "size"), test_balanced_acc=(METRIC, "mean"), std=(METRIC, "std"),
-        gap=("gap", "mean"), train_time_s=("train_time_s", "mean"), epochs_run=("epoch", "mean"))
+        gap=("gap", "mean"), train_time_s=("train_time_s", "mean"), epochs_run=("epoch", "mean"),
+        **({val: (val, "mean")} if validated else {}))
     out = trained.join(answers).reset_index()
     out["runs"] = out["runs"].fillna(0).astype("int64")
     out.insert(len(keys) + 1, "left_out", out.pop("trained") - out["runs"])
-    out = out[keys + ["runs", "left_out", "test_balanced_acc", "std", "gap", "train_time_s", "epochs_run",
-                      "diverged"]]
+    out = out[keys + ["runs", "left_out", "test_balanced_acc", *([val] if validated else []), "std", "gap",
+                      "train_time_s", "epochs_run", "diverged"]]
     fields = recipe_fields(networks)
     axis_names: list[str] = []
     if not fields.empty and "batch_size" in fields:
@@ -284,9 +289,10 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def report_sections(tables, results_dir=None) -> list[Section]:
-    """The report's recipe sections: comparison, learning curves and gap when there are several recipes; the depth
-    x width heatmap for constant-width MLPs of several depths and widths; gradient norms per layer from `layers`."""
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
+    """The report's recipe sections: comparison, learning curves and gap when there are several recipes (the best
+    recipe picked on ``select_on``: analysis.population.selection_metric); the depth x width heatmap for
+    constant-width MLPs of several depths and widths; gradient norms per layer from `layers`."""
     epochs, networks = tables.epochs, tables.networks
     layers = getattr(tables, "layers", pd.DataFrame())
     sections: list[Section] = []
@@ -299,7 +305,10 @@ def report_sections(tables, results_dir=None) -> list[Section]:
         per_family = recipe_comparison(epochs, networks, by_family=True)
         axes = recipe_axes(networks) if "recipe_json" in networks else None
         names = [c for c in (axes.columns if axes is not None else []) if c != "recipe"]
-        best, worst = overall.loc[overall[METRIC].idxmax()], overall.loc[overall[METRIC].idxmin()]
+        select = selection_metric(ResultTables(networks, epochs), select_on, METRIC)
+        best, worst = overall.loc[overall[select].idxmax()], overall.loc[overall[select].idxmin()]
+        picked = (f" (picked on the {SPLIT_NAMES[split_of(select)]} split's {select}: {_fmt(best[select])} and "
+                  f"{_fmt(worst[select])})") if select != METRIC else ""
         fastest = overall.loc[overall["train_time_s"].idxmin()]
         steps = (" Steps per epoch: " + ", ".join(f"{r} {s}" for r, s in zip(overall["recipe"], overall["steps_per_epoch"]))
                  + ".") if "steps_per_epoch" in overall else ""
@@ -316,7 +325,7 @@ def report_sections(tables, results_dir=None) -> list[Section]:
             key="recipes-comparison", title="Accuracy and time per recipe", group=GROUP,
             question="Which recipe trains the same networks best, and at what cost in time?",
             finding=(f"{best['recipe']} gives the best mean balanced accuracy ({_fmt(best[METRIC])} over "
-                     f"{int(best['runs'])} runs), {worst['recipe']} the worst ({_fmt(worst[METRIC])}); "
+                     f"{int(best['runs'])} runs), {worst['recipe']} the worst ({_fmt(worst[METRIC])}){picked}; "
                      f"{fastest['recipe']} trains fastest ({fastest['train_time_s']:.2f} s per run)." + by_axis + steps
                      + left_out_note(int(overall["left_out"].sum()))),
             table=overall.round(4), figures=figures))

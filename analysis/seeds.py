@@ -127,7 +127,7 @@ def ci_chart(summary: pd.DataFrame, networks: pd.DataFrame, metric: str = "test_
     return fig
 
 
-def report_sections(tables, results_dir=None) -> list[Section]:
+def report_sections(tables, results_dir=None, select_on: str | None = None) -> list[Section]:
     """The report's seed sections: completeness (networks x seeds x recipes x datasets: done / missing / failed),
     then, with two seeds or more, per-network mean ± 95% CI and the findings that change sign across seeds."""
     from analysis import completeness

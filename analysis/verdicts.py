@@ -41,7 +41,8 @@ def read_known_label_errors(path, samples) -> list[int]:
 
 
 def answer_verdict(question: str, results_dir, epoch: int | None = None, recipe: str | None = None,
-                   metric: str = METRIC, known_label_errors=None, network: str | None = None) -> pd.DataFrame:
+                   metric: str = METRIC, known_label_errors=None, network: str | None = None,
+                   select_on: str | None = None) -> pd.DataFrame:
     """``netzoo exam label-issues`` or ``netzoo exam cascades``: the frame, with attrs["notes"]."""
     from netzoo.results import load
 
@@ -53,7 +54,7 @@ def answer_verdict(question: str, results_dir, epoch: int | None = None, recipe:
     tables.predictions = load(results_dir, tables=["predictions"],
                               epoch=epoch if epoch is not None else "last").predictions
     if question == "cascades":
-        frame = cascades(tables, metric=metric, epoch=epoch, recipe=recipe)
+        frame = cascades(tables, metric=metric, epoch=epoch, recipe=recipe, select_on=select_on)
         notes = [f"{frame.attrs['left_out']} runs left out (diverged, failed or without probabilities)."] \
             if frame.attrs["left_out"] else []
         frame.attrs["notes"] = notes + ["Pairs and thresholds are evaluated on the test split: a description of it, "
@@ -61,7 +62,7 @@ def answer_verdict(question: str, results_dir, epoch: int | None = None, recipe:
         return frame
     rp = run_probs(tables, epoch, recipe)
     known = read_known_label_errors(known_label_errors, rp.samples) if known_label_errors is not None else None
-    issues = label_issues(tables, network=network, rp=rp)
+    issues = label_issues(tables, network=network, rp=rp, select_on=select_on)
     if known is not None:
         precision = precision_at_k(issues, known)
         issues.attrs["notes"].append(precision_line(precision, issues.attrs["cleanlab_network"]))

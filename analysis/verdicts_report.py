@@ -100,8 +100,8 @@ def _known(results_dir, samples) -> list[int] | None:
     return li.parse_sample_list(path.read_text(), samples, source=str(path))
 
 
-def _label_sections(tables, rp, known, key, title, question):
-    issues = li.label_issues(tables, rp=rp)
+def _label_sections(tables, rp, known, key, title, question, select_on=None):
+    issues = li.label_issues(tables, rp=rp, select_on=select_on)
     overlap = li.top_k_overlap(issues)
     ensemble = li.cleanlab_ensemble_ranking(rp)
     top = issues.head(GRID).assign(agreeing_share=lambda f: li.agreeing_share(rp, f))
@@ -169,8 +169,8 @@ def _size_section(rp, key, title, question):
     return [Section(key, title, question, finding, stability, [figure], group=GROUP)]
 
 
-def _cascade_section(tables, key, title, question):
-    frame = cascade_module.cascades(tables)
+def _cascade_section(tables, key, title, question, select_on=None):
+    frame = cascade_module.cascades(tables, select_on=select_on)
     metric = frame.attrs["metric"]
     singles = cascade_module.single_networks(tables, metric)
     value = f"{metric}_mean"
@@ -180,7 +180,8 @@ def _cascade_section(tables, key, title, question):
     winners = frame[frame["on_front"]]
     left_out = frame.attrs["left_out"]
     finding = (f"{len(frame)} cascades of {len(frame.attrs['candidates'])} candidate networks (the single-network "
-               f"front and the cheapest good networks) at τ in {sorted(set(frame['threshold']))}"
+               f"front and the cheapest good networks, picked on {frame.attrs['selected_by']}) at τ in "
+               f"{sorted(set(frame['threshold']))}"
                f"{f' ({left_out} runs left out: diverged, failed or without probabilities)' if left_out else ''}. ")
     if len(winners):
         top = winners.loc[winners[metric].idxmax()]
@@ -206,10 +207,12 @@ def _cascade_section(tables, key, title, question):
     return [Section(key, title, question, finding, table, [figure], group=GROUP)]
 
 
-def report_sections(tables, results_dir: Path | None = None) -> list[Section]:
+def report_sections(tables, results_dir: Path | None = None, select_on: str | None = None) -> list[Section]:
     """Label issues (with known label errors when RESULTS/known-label-errors.txt exists), trivial and
     impossible samples, the ranking against population size, and cascades. ``results_dir``: where to read
-    the runs' probabilities when ``tables`` has none. A section that cannot be answered says why."""
+    the runs' probabilities when ``tables`` has none; ``select_on``: the split cleanlab's single network and the
+    cascade candidates are picked on (analysis.population.selection_metric). A section that cannot be answered
+    says why."""
     try:
         full = _probs_tables(tables, results_dir)
         rp = li.run_probs(full)
@@ -224,7 +227,7 @@ def report_sections(tables, results_dir: Path | None = None) -> list[Section]:
         return run
 
     def label_sections(rp, key, title, question):
-        return _label_sections(full, rp, _known(results_dir, rp.samples), key, title, question)
+        return _label_sections(full, rp, _known(results_dir, rp.samples), key, title, question, select_on)
 
     builders = [
         ("label-issues", "Label issues", "If many networks are wrong on a test sample, is its label wrong?",
@@ -234,6 +237,7 @@ def report_sections(tables, results_dir: Path | None = None) -> list[Section]:
         ("label-issues-size", "Label issues and population size",
          "How many networks does it take to find the same suspects?", with_rp(_size_section)),
         ("cascades", "Cascades", "Does a cheap network that hands its unsure samples to an expensive one beat "
-                                 "single networks of the same cost?", lambda _tables, *a: _cascade_section(full, *a)),
+                                 "single networks of the same cost?",
+         lambda _tables, *a: _cascade_section(full, *a, select_on=select_on)),
     ]
     return collect(builders, tables)

@@ -156,14 +156,20 @@ def zoo_show(name, zoo_dir) -> None:
 @click.option("--address", default=None, help="Ray cluster address (with --executor ray), e.g. auto")
 @click.option("--gpus-per-task", type=float, default=None, help="Ray: GPU share per task, e.g. 0.25 packs four per GPU")
 @click.option("--no-lenses", is_flag=True, help="do not record per-layer activation and gradient statistics")
+@click.option("--save-weights", type=click.Choice(["last", "every", "none"]), default="last", show_default=True,
+              help="keep each run's state dict (safetensors, RESULTS/weights/) after its last epoch, every epoch, or none")
+@click.option("--weights-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="dtype of the saved floating-point tensors")
 @click.option("--fuse", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
               help="auto: a network's runs (seeds, a sweep's recipes) train as one fused group where it pays; "
                    "off: one run at a time")
 @click.option("--no-cuda-graphs", is_flag=True, help="CUDA: step eagerly, never replaying a captured training step")
 @click.option("--quiet", is_flag=True, help="no progress bar; only the summary line")
 def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seeds, shard, workers, device,
-          recipe_ref, executor, address, gpus_per_task, no_lenses, fuse, no_cuda_graphs, quiet) -> None:
-    """Train every network of a zoo and record each epoch and every test prediction under --results.
+          recipe_ref, executor, address, gpus_per_task, no_lenses, save_weights, weights_dtype, fuse, no_cuda_graphs,
+          quiet) -> None:
+    """Train every network of a zoo and record each epoch, every test prediction and the trained weights under
+    --results.
 
     Rerunning the same command resumes: whole networks are skipped, nothing is duplicated, and every network
     `netzoo verify` reports (damaged, incomplete, inconsistent) is trained again. A zoo or dataset that
@@ -181,7 +187,8 @@ def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seed
     job = _train_job(zoo_dir, dataset, results, data_root=data_root, download=download, epochs=epochs,
                      networks=networks, seeds=seeds, shard=shard, workers=workers, device=device, recipe=recipe_ref,
                      executor=executor, address=address, gpus_per_task=gpus_per_task, lenses=not no_lenses,
-                     fuse=fuse, cuda_graphs=not no_cuda_graphs, quiet=quiet)
+                     save_weights=save_weights, weights_dtype=weights_dtype, fuse=fuse,
+                     cuda_graphs=not no_cuda_graphs, quiet=quiet)
     summary = run_job(job)
     click.echo(summary.line())
     if summary.failed:
@@ -235,13 +242,35 @@ def compact(results) -> None:
     click.echo(compact_results(results))
 
 
+@cli.command()
+@click.option("--results", type=PATH, required=True)
+@click.option("--out", type=PATH, required=True, help="a new (or empty) folder for the export")
+def export(results, out) -> None:
+    """Export the whole networks of RESULTS as a dataset anyone can load without netzoo: Parquet tables, the
+    generated code, a dataset card (README.md, read by the Hugging Face Hub) and Croissant metadata.
+
+    Example:
+
+        netzoo export --results results/mnist --out exports/mnist
+    """
+    from netzoo.export import export_results
+
+    path = export_results(results, out)
+    click.echo(f"export: {path} (README.md, croissant.json, data/, zoos/)")
+
+
 # --- analysis ------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--results", type=PATH, required=True)
 @click.option("--out", type=PATH, default=None, help="report folder (default RESULTS/report)")
 @click.option("--open", "open_browser", is_flag=True, help="open the report in a browser")
-def report(results, out, open_browser) -> None:
+@click.option("--select-on", type=click.Choice(["val", "test"]), default=None,
+              help="the split networks are picked on (default: val when the results hold a validation split)")
+def report(results, out, open_browser, select_on) -> None:
     """Write the HTML report (the exam's answers, charts and findings) to OUT/index.html.
+
+    Networks are picked (best network, gold stars, ensembles, Pareto fronts, best recipe, cascade candidates) on
+    the validation split when the results hold one, and reported on the test split; the header says which.
 
     Example:
 
@@ -249,7 +278,7 @@ def report(results, out, open_browser) -> None:
     """
     from netzoo.report import write_report
 
-    path = write_report(results, out=out, open_browser=open_browser)
+    path = write_report(results, out=out, open_browser=open_browser, select_on=select_on)
     click.echo(f"report: {path}")
 
 
@@ -261,8 +290,10 @@ def report(results, out, open_browser) -> None:
 @click.option("--known-label-errors", type=PATH, default=None,
               help="label-issues: FILE of known label errors (one test index per line); prints precision at k")
 @click.option("--network", default=None, help="label-issues: the network cleanlab judges alone (default: the "
-                                              "best by training accuracy)")
-def exam(question, results, as_csv, epoch, known_label_errors, network) -> None:
+                                              "best on the validation split, else by training accuracy)")
+@click.option("--select-on", type=click.Choice(["val", "test"]), default=None,
+              help="the split networks are picked on (default: val when the results hold a validation split)")
+def exam(question, results, as_csv, epoch, known_label_errors, network, select_on) -> None:
     """Print one exam question's answer: 1…10, pareto, ensembles, agreement, label-issues or cascades.
 
     Notes (runs left out, cleanlab missing, precision at k) go to stderr.
@@ -275,12 +306,13 @@ def exam(question, results, as_csv, epoch, known_label_errors, network) -> None:
     from analysis.exam import answer
     from analysis.population import left_out_note
 
-    frame = answer(question, results, epoch=epoch, known_label_errors=known_label_errors, network=network)
+    frame = answer(question, results, epoch=epoch, known_label_errors=known_label_errors, network=network,
+                   select_on=select_on)
     click.echo(frame.to_csv(index=False).rstrip("\n") if as_csv else frame.to_string(index=False))
     notes = frame.attrs.get("notes", [])
     for note in notes:  # what a reader must know beside the table: on stderr, so --csv stays clean
         click.echo(note, err=True)
-    if not notes and not as_csv and frame.attrs.get("left_out"):
+    if not as_csv and frame.attrs.get("left_out") and not any("left out" in note for note in notes):
         click.echo(left_out_note(frame.attrs["left_out"]).strip())
 
 

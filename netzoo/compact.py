@@ -35,8 +35,8 @@ import pyarrow.parquet as pq
 
 from netzoo import files
 from netzoo.errors import ResultsError
-from netzoo.results import INDEX_PREFIX, SIBLINGS, file_sha256, key_of, results_folder, scan
-from netzoo.schema import TABLES
+from netzoo.results import INDEX_PREFIX, SIBLINGS, classes_of, file_sha256, key_of, results_folder, scan
+from netzoo.schema import TABLES, table_schema
 
 MAX_ROWS = 4_000_000  # rows per compacted file: ~10 files for the MNIST study's 40M predictions
 JOURNAL = ".compact-journal.json"
@@ -75,8 +75,12 @@ def compact_table(folder: Path, parts: list[Path], token: str, max_rows: int = M
     written, rows = [], 0
     try:
         for i, chunk in enumerate(_chunks(parts, max_rows)):
-            merged = _sorted(pa.concat_tables([pq.read_table(p).replace_schema_metadata(None) for p in chunk],
+            merged = sort_rows(pa.concat_tables([pq.read_table(p).replace_schema_metadata(None) for p in chunk],
                                               promote_options="permissive"))
+            # parts written before and after a column was added (schema.ADDED_COLUMNS): the schema's order
+            schema = table_schema(folder.name, classes_of(folder.parent))
+            if set(merged.column_names) == set(schema.names):
+                merged = merged.select(schema.names)
             name = f"compact-{token}-{i}.parquet"
             tmp = files.write_temp(folder / name, lambda f: pq.write_table(
                 merged, f, row_group_size=256_000, write_page_checksum=True))
@@ -135,7 +139,7 @@ def _chunks(parts: list[Path], max_rows: int) -> list[list[Path]]:
     return chunks
 
 
-def _sorted(table: pa.Table) -> pa.Table:
+def sort_rows(table: pa.Table) -> pa.Table:
     """Rows sorted by key, then epoch, sample or layer where the table has them."""
     keys = [(c, "ascending") for c in SORT_COLUMNS if c in table.column_names]
     return table.sort_by(keys)

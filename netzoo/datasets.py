@@ -66,9 +66,74 @@ _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KM
 SPLIT_SIZES = {"train": 60000, "t10k": 10000}
 
 
+VALIDATION_SEED = 0  # the split seed of every validation split: one held-out set for every network and seed
+
+
+@dataclass(frozen=True, eq=False)
+class ValidationSplit:
+    """The samples of a training split a recipe holds out for validation (``Dataset.with_validation``)."""
+
+    dataset: str
+    fraction: float           # the recipe's ``validation``
+    seed: int                 # the split seed (VALIDATION_SEED): never the training seed
+    indices: "np.ndarray"     # (n_val,) int64 positions in the full training split, ascending
+    train_size: int           # the full training split, before holding out
+    class_counts: tuple[int, ...]  # held-out samples per class
+
+    @property
+    def name(self) -> str:
+        """Its name in DIR/splits/ (``split_name``)."""
+        return split_name(self.fraction, self.seed)
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the indices as little-endian int64: what tells two splits apart."""
+        import hashlib
+
+        return hashlib.sha256(self.indices.astype("<i8").tobytes()).hexdigest()
+
+    def record(self) -> dict:
+        """What DIR/splits/<name>.json records (``netzoo.identity.record_split``)."""
+        return {"dataset": self.dataset, "fraction": self.fraction, "seed": self.seed,
+                "train_size": self.train_size, "validation_size": int(len(self.indices)),
+                "train_size_after": self.train_size - int(len(self.indices)),
+                "class_counts": list(self.class_counts), "stratified_by": "class",
+                "drawn_with": f"sklearn.model_selection.train_test_split(stratify=labels, random_state={self.seed})",
+                "indices": f"splits/{self.name}.npy", "indices_sha256": self.sha256}
+
+
+def split_name(fraction: float, seed: int = VALIDATION_SEED) -> str:
+    """'validation-0.08333333333333333-seed0': the exact fraction and the split seed, so two recipes share a
+    split's name only when they hold out the same samples."""
+    return f"validation-{float(fraction)!r}-seed{int(seed)}"
+
+
+def validation_indices(labels: "np.ndarray", fraction: float, seed: int = VALIDATION_SEED) -> "np.ndarray":
+    """Positions (ascending int64) of ``ceil(fraction * N)`` samples of a training split with ``labels`` (N,),
+    stratified by class: each class keeps its share to within one sample (scikit-learn's ``train_test_split``
+    with ``stratify``, its largest-remainder allocation). The same ``labels``, ``fraction`` and ``seed`` always
+    give the same positions. Raises DatasetError when the split would hold fewer samples than classes."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    classes = len(np.unique(labels))
+    try:
+        _, held_out = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels,
+                                       random_state=seed)
+    except ValueError as exc:
+        raise DatasetError(f"validation {fraction} of {len(labels)} training samples cannot be stratified over "
+                           f"{classes} classes ({exc}): hold out at least {classes} samples, e.g. validation = "
+                           f"{min(0.5, 2 * classes / max(len(labels), 1)):.3g}.") from None
+    return np.sort(held_out).astype(np.int64)
+
+
 @dataclass
 class Dataset:
-    """A dataset decoded once: normalised float32 (N, C, H, W) images and int64 labels, on one device."""
+    """A dataset decoded once: normalised float32 (N, C, H, W) images and int64 labels, on one device.
+
+    ``x_val``, ``y_val`` and ``validation`` are None unless a recipe held part of the training split out
+    (``with_validation``): then ``x_train``, ``y_train`` hold the rest."""
 
     name: str
     x_train: "torch.Tensor"
@@ -81,11 +146,50 @@ class Dataset:
     std: float
     split: str     # how train and test were made, e.g. "stratified 80/20, seed 0"
     source: str    # where the bytes came from
+    x_val: "torch.Tensor | None" = None
+    y_val: "torch.Tensor | None" = None
+    validation: ValidationSplit | None = None
 
-    def describe(self) -> dict:
-        """What DIR/dataset.json records: sizes, split, normalisation, per-class test counts."""
+    def with_validation(self, fraction: float, split_seed: int = VALIDATION_SEED, indices=None) -> "Dataset":
+        """This dataset with ``fraction`` of its training split held out as ``x_val``, ``y_val`` (stratified by
+        class, drawn with ``split_seed``: the same samples whatever network or training seed trains on it) and
+        the rest, in its order, as ``x_train``, ``y_train``. The normalisation stays the full split's. ``fraction``
+        0: this dataset as it is. ``indices``: the held-out positions as recorded (DIR/splits/), which spares a
+        worker drawing them again (and importing scikit-learn). Raises DatasetError for a split that cannot be
+        stratified or indices outside the training split, ValueError on a dataset already split."""
+        import numpy as np
         import torch
 
+        if fraction == 0:
+            return self
+        if self.validation is not None:
+            raise ValueError(f"{self.name} already holds out {self.validation.name}: split the full dataset")
+        labels = self.y_train.cpu().numpy()
+        if indices is None:
+            held_out = validation_indices(labels, fraction, split_seed)
+        else:
+            held_out = np.asarray(indices, dtype=np.int64)
+            if held_out.ndim != 1 or len(np.unique(held_out)) != len(held_out) or \
+                    (len(held_out) and not 0 <= held_out.min() <= held_out.max() < len(labels)):
+                raise DatasetError(f"the recorded validation indices of {self.name} are not distinct positions in "
+                                   f"its {len(labels)} training samples: delete DIR/splits/ and train again.")
+            held_out = np.sort(held_out)
+        keep = np.ones(len(labels), dtype=bool)
+        keep[held_out] = False
+        val_idx = torch.from_numpy(held_out).to(self.y_train.device)
+        train_idx = torch.from_numpy(np.flatnonzero(keep)).to(self.y_train.device)
+        split = ValidationSplit(self.name, float(fraction), int(split_seed), held_out, len(labels),
+                                tuple(np.bincount(labels[held_out], minlength=self.classes).tolist()))
+        return dataclasses.replace(self, x_train=self.x_train[train_idx], y_train=self.y_train[train_idx],
+                                   x_val=self.x_train[val_idx], y_val=self.y_train[val_idx], validation=split)
+
+    def describe(self) -> dict:
+        """What DIR/dataset.json records: sizes, split, normalisation, per-class test counts (of the full
+        dataset: a validation split is recorded per recipe, in DIR/splits/)."""
+        import torch
+
+        if self.validation is not None:
+            raise ValueError("describe the full dataset: a validation split is recorded in DIR/splits/")
         return {
             "name": self.name, "source": self.source, "split": self.split,
             "input_shape": "x".join(map(str, self.input_shape)), "classes": self.classes,
@@ -96,7 +200,8 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         """The same dataset with its tensors on ``device``."""
-        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
+                if getattr(self, k) is not None}
         return dataclasses.replace(self, **move)
 
 

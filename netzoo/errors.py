@@ -54,3 +54,7 @@ class GenerationError(NetzooError):
 
 class FusionError(NetzooError, ValueError):
     """Runs of a network cannot be trained as one fused module (netzoo.fuse): train them one at a time."""
+
+
+class ExportError(NetzooError):
+    """An export target that exists and is not empty, or results that cannot be exported whole (a zoo gone)."""

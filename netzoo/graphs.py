@@ -40,9 +40,18 @@ MIN_STEPS_PER_EPOCH = 200
 RECAPTURE_WARMUP = 1  # before capturing again with new lrs: one eager step regroups a RunOptimizer outside the graph
 
 
-def graph_blockers(model: nn.Module) -> str | None:
-    """Why a training step of ``model`` cannot be captured, or None when it can (see module doc); the device's
-    and the optimizer's part are the trainer's (``netzoo.train``)."""
+# Recipes' optimizers whose update keeps its step count on the device (netzoo.train.make_optimizer's fused SGD and
+# Adam kernels): a graph can capture them. RMSprop's foreach update counts on the host.
+GRAPHED_OPTIMIZERS = ("sgd", "sgd-momentum", "nesterov", "adam", "adamw")
+
+
+def graph_blockers(model: nn.Module, device="cuda", optimizers=(), stand_in: bool = False) -> str | None:
+    """Why a training step of ``model`` on ``device`` under recipes with ``optimizers`` cannot be captured, or
+    None when it can (see module doc); ``stand_in``: a capture that stands in for CUDA's (tests) runs anywhere."""
+    if torch.device(device).type != "cuda" and not stand_in:
+        return "CUDA graphs exist on CUDA devices only"
+    if any(o not in GRAPHED_OPTIMIZERS for o in optimizers):
+        return "an RMSprop update counts its steps on the host"
     for name, module in model.named_modules():
         if isinstance(module, FusedDropout):
             dropping = any(module.ps)

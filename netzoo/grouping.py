@@ -9,8 +9,9 @@ stopping, so a group changes how fast runs train, not their numbers. The executo
   layers, i.e. the same architecture but for its Dropout probability (a sweep's dropout recipes train zoo
   variants whose files differ only in ``Dropout(p)``, and each run may draw with its own p);
   ``netzoo.fuse.fuse`` checks every layer again and refuses what differs (the runs then train one at a time);
-- **one loop**: the same ``batch_size``, ``eval_batch_size`` and ``allow_tf32`` (``netzoo.train.SHARED_FIELDS``),
-  the same ``epochs`` and lr ``schedule`` type (the runs step in lockstep and the group stays whole);
+- **one loop**: the same ``batch_size``, ``eval_batch_size``, ``allow_tf32`` and ``validation`` fraction (the
+  same training samples; ``netzoo.train.SHARED_FIELDS``), the same ``epochs`` and lr ``schedule`` type (the runs
+  step in lockstep and the group stays whole);
 - **one optimizer family** that ``netzoo.fuse_optim.RunOptimizer`` steps with per-run numbers: SGD (sgd,
   sgd-momentum, nesterov), Adam (adam, adamw) or RMSprop.
 

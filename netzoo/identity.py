@@ -116,6 +116,74 @@ def check_dataset(job, data) -> None:
                            f"(e.g. --results results/{job.dataset}).")
 
 
+def _indices_sha256(path: Path) -> str | None:
+    """sha256 of the int64 indices a .npy file holds, None when it is missing or unreadable."""
+    import numpy as np
+
+    try:
+        indices = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()
+
+
+def record_split(results_dir, split) -> Path:
+    """Record a validation split (``netzoo.datasets.ValidationSplit``) in DIR/splits/<name>.json (sizes, seed,
+    class counts, the sha256 of the held-out indices) and its indices in DIR/splits/<name>.npy, the first time;
+    afterwards refuse a split that holds out other samples under the same name (another scikit-learn may draw
+    others), naming both. A missing or damaged .npy of a matching split is written again. Returns the record's path.
+
+    The full dataset stays what DIR/dataset.json records; the split is per recipe (a folder may hold recipes with
+    and without one), so every recipe that holds out the same fraction shares one record."""
+    folder = Path(results_dir) / "splits"
+    path, npy = folder / f"{split.name}.json", folder / f"{split.name}.npy"
+    mine = split.record()
+    try:
+        recorded = res.read_record(path)
+    except ResultsError as exc:
+        log.warning("%s; rewriting it", exc)
+        recorded = None
+        path.unlink(missing_ok=True)
+    if recorded is not None and (recorded.get("indices_sha256"), recorded.get("dataset")) != (split.sha256,
+                                                                                                split.dataset):
+        raise ResultsError(f"{path} records another validation split of {recorded.get('dataset')} (indices "
+                           f"sha256:{str(recorded.get('indices_sha256'))[:8]}) than this run draws for {split.dataset} "
+                           f"(sha256:{split.sha256[:8]}): scikit-learn may draw it differently here. Pass a new "
+                           f"--results, or train with the scikit-learn that wrote this folder.")
+    if _indices_sha256(npy) != split.sha256:  # the indices first: the record names them
+        import numpy as np
+
+        files.atomic_write(npy, lambda f: np.save(f, split.indices, allow_pickle=False))
+    if recorded is None and not files.atomic_create(path, lambda f: f.write(json.dumps(mine, indent=1).encode())):
+        return record_split(results_dir, split)  # another run created it meanwhile: check it against this one
+    return path
+
+
+def check_split(results_dir, data, fraction: float):
+    """The positions ``fraction`` of ``data``'s training split holds out in this folder (int64, ascending): read
+    from DIR/splits/ when recorded and whole (no scikit-learn import: a worker reads what the plan drew), else
+    drawn (``Dataset.with_validation``) and recorded (``record_split``, which refuses another split under the
+    same name). None for fraction 0. ``data``: the full dataset."""
+    import numpy as np
+
+    from netzoo.datasets import split_name
+
+    if not fraction:
+        return None
+    folder = Path(results_dir) / "splits"
+    name = split_name(fraction)
+    try:
+        record = res.read_record(folder / f"{name}.json")
+    except ResultsError:
+        record = None
+    if record is not None and record.get("dataset") == data.name and \
+            _indices_sha256(folder / f"{name}.npy") == record.get("indices_sha256"):
+        return np.load(folder / f"{name}.npy", allow_pickle=False)
+    split = data.with_validation(fraction).validation
+    record_split(results_dir, split)
+    return split.indices
+
+
 def check_folder(job, architectures: dict[str, str], found: res.Scan) -> None:
     """Refuse a job whose dataset, or whose networks' ``architectures`` (name -> arch_id in its zoo), differ
     from the networks rows the folder already holds under the job's recipe."""

@@ -20,10 +20,11 @@ from netzoo.claims import held_keys
 from netzoo.datasets import cached_dataset, dataset_info
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
 from netzoo.grouping import FUSE_MODES
-from netzoo.identity import check_dataset, check_folder, record_job
+from netzoo.identity import check_dataset, check_folder, check_split, record_job
 from netzoo.recipe import Recipe
 from netzoo.shards import in_turn, own_share
-from netzoo.zoo import manifest_rows, matching, natural_key
+from netzoo.weights import SAVE_WEIGHTS, WEIGHTS_DTYPES
+from netzoo.zoo import check_files, manifest_rows, matching, natural_key
 
 MAX_SEED = 2**63 - 1  # seeds are stored as int64; torch.manual_seed takes up to 2**64 - 1
 
@@ -59,6 +60,8 @@ class TrainJob:
     gpus_per_task: float | None = None  # Ray: GPU share per task
     lenses: bool = True                 # record the layers table (netzoo.lenses)
     quiet: bool = False
+    save_weights: str = "last"          # the state dicts kept: after the last epoch, every epoch, or none
+    weights_dtype: str = "float32"      # float32 or float16 (of the floating-point tensors)
     fuse: str = "auto"                  # auto: a network's runs train as one fused group where it pays; off: alone
     cuda_graphs: bool = True            # CUDA: replay each full-size training step from a CUDA graph (netzoo.graphs)
     # A sweep's (recipe, zoo) pairs, trained as one job so that a network's runs under several recipes can share a
@@ -86,6 +89,9 @@ class TrainJob:
             if len(set(hashes)) < len(hashes):
                 raise RecipeError("a job's recipes must differ: two of them have the same hash.")
         dataset_info(self.dataset)  # unknown names stop here, with the known ones listed
+        if self.save_weights not in SAVE_WEIGHTS or self.weights_dtype not in WEIGHTS_DTYPES:
+            raise NetzooError(f"--save-weights {self.save_weights!r} --weights-dtype {self.weights_dtype!r}: allowed "
+                              f"{'|'.join(SAVE_WEIGHTS)} and {'|'.join(WEIGHTS_DTYPES)}.")
 
     def parts(self) -> list[TrainJob]:
         """One job per recipe (``sweep``), each with its one recipe and zoo; [self] for a job of one recipe."""
@@ -187,9 +193,10 @@ def shard_keys(job: TrainJob) -> list[tuple[str, str, int]]:
 def plan(job: TrainJob) -> list[Task]:
     """The Tasks of ``job`` whose keys are not whole yet: this process's shard first, then the others'.
 
-    Checks the zoo against the dataset and recipe, and against the folder (one dataset, recorded in
-    DIR/dataset.json; one architecture per network name and recipe), records the job (DIR/jobs/,
-    DIR/recipes/), and moves damaged files out of the way (DIR/damaged/; their keys are planned again).
+    Checks the zoo's files against the sha256 their manifest records, the zoo against the dataset and recipe,
+    and against the folder (one dataset, recorded in DIR/dataset.json; one architecture per network name and
+    recipe), records the job (DIR/jobs/, DIR/recipes/) and the recipe's validation split (DIR/splits/), and
+    moves damaged files out of the way (DIR/damaged/; their keys are planned again).
     A shard i/N is where a process starts, not a fence: after every N-th key of the sorted plan from the
     i-th, it takes any key left, so whatever set of shards runs, the whole plan gets trained.
     """
@@ -198,13 +205,16 @@ def plan(job: TrainJob) -> list[Task]:
     found = res.scan(job.results)
     parts = job.parts()
     architectures = []
-    for part in parts:  # one record and one check per recipe, each against its own zoo
+    for part in parts:  # one check per recipe, each against its own zoo
         rows = manifest_rows(part.zoo)
         names = dict.fromkeys(k[0] for k in keys if k[1] == part.recipe.hash)
         architectures.append({name: rows[name]["arch_id"] for name in names})
+        check_files(part.zoo, architectures[-1])  # an edited file is refused before anything trains
         check_folder(part, architectures[-1], found)
-    check_dataset(job, cached_dataset(job.dataset, job.data_root, job.download, job.devices[0]))
-    for part, recorded in zip(parts, architectures):
+    data = cached_dataset(job.dataset, job.data_root, job.download, job.devices[0])
+    check_dataset(job, data)
+    for part, recorded in zip(parts, architectures):  # one record and validation split per recipe
+        check_split(job.results, data, part.recipe.validation)  # drawn once per folder
         record_job(part, recorded)
     res.quarantine(job.results, found.problems, keep=held_keys(job.results))
     return [Task(network, seed, recipe_hash, share) for share, (network, recipe_hash, seed) in in_turn(keys, job.shard)

@@ -48,9 +48,10 @@ class Recipe:
     # they stay in the hash so that results made before keep their keys (tests/test_recipes.py).
     dropout: float = 0.0             # dropout probability (a template option: needs a zoo generated with it)
     batch_norm: bool = False         # batch norm (a template option: needs a zoo generated with it)
-    early_stopping_patience: int = 0  # epochs without test-loss improvement before stopping; 0 = never
-    early_stopping_min_delta: float = 0.0  # improvement in test loss that counts
+    early_stopping_patience: int = 0  # epochs without validation-loss improvement before stopping; 0 = never
+    early_stopping_min_delta: float = 0.0  # improvement in validation loss that counts
     allow_tf32: bool = True          # CUDA only: TF32 matrix multiplies (recorded in the hash)
+    validation: float = 0.0          # fraction of the training split held out for validation, in [0, 1)
 
     def __post_init__(self) -> None:
         problems = []
@@ -72,6 +73,13 @@ class Recipe:
             problems.append("weight_decay and momentum must be >= 0")
         if self.early_stopping_patience < 0:
             problems.append(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
+        if not 0.0 <= self.validation < 1.0:
+            problems.append(f"validation must be a fraction of the training split in [0, 1), got {self.validation}")
+        elif self.early_stopping_patience and not self.validation:
+            problems.append("early stopping watches the validation loss, and this recipe holds no validation split "
+                            "(the test split must not decide when training stops): add one, e.g. validation = "
+                            "0.0833 (1/12 of the training split, as --recipe study+val), or set "
+                            "early_stopping_patience = 0")
         if problems:
             raise RecipeError(f"recipe {self.name!r}: " + "; ".join(problems) + ".")
 
@@ -86,14 +94,21 @@ class Recipe:
     @property
     def hash(self) -> str:
         """First 16 hex digits of sha256 over the canonical JSON of every field but ``name`` and
-        ``eval_batch_size`` (neither changes the results)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("name", "eval_batch_size")}
+        ``eval_batch_size`` (neither changes the results), and but the fields added since results were first
+        written (ADDED_FIELDS) while they hold the value that gives the old behaviour: every recipe written
+        before a field existed keeps its hash, so its results still count."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("name", "eval_batch_size")
+                   and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> "Recipe":
         """A copy with some fields changed (validated again)."""
         return from_dict({**self.to_dict(), **changes})
 
+
+# Fields added after results were first written -> the value that trains as before they existed. At that
+# value a field stays out of the hash (Recipe.hash): the study's recipe hashes as it always did.
+ADDED_FIELDS: dict[str, Any] = {"validation": 0.0}
 
 _TYPES = {"str": str, "float": float, "int": int, "bool": bool}
 

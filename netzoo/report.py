@@ -1,8 +1,9 @@
 """The HTML report: every analysis module's sections assembled into one self-contained index.html.
 
 write_report() loads the results once, asks each module in REPORT_MODULES for its sections
-(``report_sections(tables, results_dir=None) -> list[Section]``, the one signature of every report module: the
-tables the report loaded, and the results folder to read more from through ``netzoo.results``), saves every
+(``report_sections(tables, results_dir=None, select_on=None) -> list[Section]``, the one signature of every
+report module: the tables the report loaded, the results folder to read more from through ``netzoo.results``,
+and the split networks are picked on, ``analysis.population.selection_metric``), saves every
 chart as PNG and SVG (OUT/charts/) and every table as CSV (OUT/tables/), and writes OUT/index.html with the PNGs embedded as data URIs, so the file opens from
 the file system with no server. A module that is not installed is skipped; one that fails shows its error
 as a skipped section instead of breaking the report. Nothing here computes a number.
@@ -51,9 +52,10 @@ def load_tables(results_dir: Path):
 
 
 # --- collecting sections -------------------------------------------------------------------------
-def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MODULES) -> list[Section]:
-    """Every listed module's sections, in order. Missing modules are skipped; a failing one becomes a
-    "Skipped" section naming the error."""
+def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MODULES,
+                     select_on: str | None = None) -> list[Section]:
+    """Every listed module's sections, in order, networks picked on ``select_on`` wherever a module picks.
+    Missing modules are skipped; a failing one becomes a "Skipped" section naming the error."""
     sections: list[Section] = []
     for name in modules:
         if importlib.util.find_spec(name) is None:
@@ -63,7 +65,7 @@ def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MOD
         if not hasattr(module, "report_sections"):
             continue
         try:
-            sections += module.report_sections(tables, results_dir=results_dir)
+            sections += module.report_sections(tables, results_dir=results_dir, select_on=select_on)
         except Exception as exc:  # one module's bug must not cost the whole report
             log.warning("report: %s.report_sections failed: %s", name, exc, exc_info=True)
             sections.append(Section(name, name, f"Sections of {name}", f"Not shown: {type(exc).__name__}: {exc}",
@@ -144,8 +146,11 @@ table.table th{background:#fafafa;position:sticky;top:0}
 """
 
 
-def _header(tables, results_dir: Path) -> str:
-    """Title and what the report covers: dataset, networks, recipes, seeds, epochs."""
+def _header(tables, results_dir: Path, select_on: str | None = None) -> str:
+    """Title and what the report covers: dataset, networks, recipes, seeds, epochs, and which split picked the
+    networks."""
+    from analysis.population import for_recipe, selection_metric, selection_note
+
     networks, epochs = tables.networks, tables.epochs
     dataset = ", ".join(sorted(networks["dataset"].dropna().unique())) if "dataset" in networks else "?"
     facts = [f"dataset {dataset}", f"{networks['network'].nunique()} networks", f"{len(networks)} runs",
@@ -162,10 +167,11 @@ def _header(tables, results_dir: Path) -> str:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<h1>netzoo report: {html.escape(str(results_dir))}</h1><p class=\"meta\">{html.escape(' · '.join(facts))}"
             f" · written {stamp}. Accuracy is the mean per-class recall on the test split (the study's); "
-            f"with several seeds, numbers per network are the mean over seeds (± 95% CI).</p>")
+            f"with several seeds, numbers per network are the mean over seeds (± 95% CI). "
+            f"{html.escape(selection_note(selection_metric(for_recipe(tables), select_on)))}</p>")
 
 
-def render(sections: list[Section], tables, results_dir: Path, out: Path) -> Path:
+def render(sections: list[Section], tables, results_dir: Path, out: Path, select_on: str | None = None) -> Path:
     """Write OUT/index.html (and its charts and tables) from sections; return its path."""
     for folder in (out / "charts", out / "tables"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -183,13 +189,15 @@ def render(sections: list[Section], tables, results_dir: Path, out: Path) -> Pat
         items = "".join(f"<li><b>{html.escape(s.title)}</b>: {html.escape(s.finding)}</li>" for s in skipped)
         body.append(f'<h1 id="skipped">Not shown</h1><ul class="note">{items}</ul>')
     page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>netzoo report</title>"
-            f"<style>{CSS}</style></head><body>{_header(tables, results_dir)}<nav><ol>{''.join(toc)}</ol></nav>"
+            f"<style>{CSS}</style></head><body>{_header(tables, results_dir, select_on)}<nav><ol>{''.join(toc)}</ol></nav>"
             f"{''.join(body)}</body></html>")
     return files.atomic_write_text(out / "index.html", page)
 
 
-def write_report(results, out=None, open_browser: bool = False) -> Path:
-    """Write the report of results folder ``results`` to OUT/index.html (default RESULTS/report); return its path."""
+def write_report(results, out=None, open_browser: bool = False, select_on: str | None = None) -> Path:
+    """Write the report of results folder ``results`` to OUT/index.html (default RESULTS/report); return its path.
+    ``select_on``: "val", "test" or None (val when the results hold a validation split): the split every section
+    picks networks on (analysis.population.selection_metric); the header says which."""
     results_dir = Path(results)
     if not results_dir.is_dir():
         raise ResultsError(f"No results folder at {results_dir}. Train first: netzoo train --results {results_dir} ...")
@@ -199,8 +207,11 @@ def write_report(results, out=None, open_browser: bool = False) -> Path:
     if tables.networks.empty:
         raise ResultsError(f"{results_dir} holds no complete networks yet: run netzoo train --results {results_dir} "
                            f"(netzoo status --results {results_dir} shows what is done).")
-    sections = collect_sections(tables, results_dir)
-    path = render(sections, tables, results_dir, out)
+    from analysis.population import for_recipe, selection_metric
+
+    selection_metric(for_recipe(tables), select_on)  # --select-on val without a validation split stops here
+    sections = collect_sections(tables, results_dir, select_on=select_on)
+    path = render(sections, tables, results_dir, out, select_on)
     log.info("report: %d sections in %.1f s -> %s", len(sections), time.perf_counter() - started, path)
     if open_browser:
         webbrowser.open(path.resolve().as_uri())

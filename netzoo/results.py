@@ -15,8 +15,9 @@ carries CRC-32 page checksums; a key's ``networks`` part, written last, records 
 epochs, predictions and layers parts (key-value metadata ``netzoo.parts``); ``netzoo compact`` records the
 sha256 and the keys of each compact file in ``DIR/<table>/.compact-<token>.json``. A key is whole when its
 networks row reads in full (checksums verified, schema, its own key), every other part matches its recorded
-sha256 (or, once compacted, sits in a compact file that matches its own), and its row agrees with what the
-folder records (dataset.json's dataset, the architecture DIR/jobs/ records for its name and recipe).
+sha256 (or, once compacted, sits in a compact file that matches its own), every weights file its row records
+(DIR/weights/, ``weights_sha256``) matches its sha256, and its row agrees with what the folder records
+(dataset.json's dataset, the architecture DIR/jobs/ records for its name and recipe).
 Anything else is damaged, incomplete or inconsistent: never returned by ``load``, retrained by train.
 """
 
@@ -39,11 +40,11 @@ import pyarrow.parquet as pq
 from netzoo import files
 from netzoo.errors import ResultsError
 from netzoo.keys import Key, key_name, key_of_name
-from netzoo.schema import KEY, NETWORKS, TABLES, conform, table_schema
+from netzoo.schema import KEY, NETWORKS, TABLES, columns_match, conform, table_schema
 
 log = logging.getLogger(__name__)
 
-NULLABLE_INT_COLUMNS = ("peak_memory_bytes", "pred")  # int64 columns that may hold nulls: pandas "Int64"
+NULLABLE_INT_COLUMNS = ("peak_memory_bytes", "pred", "weights_bytes")  # int64 columns that may hold nulls: "Int64"
 COMPACT_PREFIX = "compact-"
 INDEX_PREFIX = ".compact-"                # DIR/<table>/.compact-<token>.json: what a compaction wrote
 SIBLINGS = ("epochs", "predictions", "layers")  # written before a key's networks part, which records them
@@ -56,6 +57,15 @@ PAGE_CHECKSUMS = ds.ParquetFileFormat(
 def part_name(key: Key) -> str:
     """The file name of a key's part in every table: '<network>--<recipe_hash>--<seed>.parquet'."""
     return key_name(key, ".parquet")
+
+
+WEIGHTS_DIR = "weights"                   # DIR/weights/<part stem>/epoch-<E>.safetensors (netzoo.weights writes them)
+
+
+def weights_file(key: Key, epoch: int) -> str:
+    """Where a key's weights after ``epoch`` live, relative to the results folder:
+    'weights/<network>--<recipe_hash>--<seed>/epoch-<E>.safetensors'."""
+    return f"{WEIGHTS_DIR}/{key_name(key, '')}/epoch-{int(epoch)}.safetensors"
 
 
 def key_of(path: Path) -> Key | None:
@@ -214,7 +224,7 @@ class _FileCheck:
 
     error: str | None
     keys: frozenset = frozenset()
-    rows: tuple = ()        # (key, dataset, arch_id) of a networks file
+    rows: tuple = ()        # (key, dataset, arch_id, ((epoch, weights sha256), …)) of a networks file
     metadata: str = ""      # the netzoo.parts record of a networks part
 
 
@@ -262,15 +272,19 @@ def _full_read(signature: tuple, table: str, classes: int) -> _FileCheck:
     try:
         file = pq.ParquetFile(signature[0], page_checksum_verification=True)
         got = file.schema_arrow
-        if [(f.name, f.type) for f in got] != [(f.name, f.type) for f in expected]:
+        if not columns_match(got, expected, table):
             return _FileCheck(f"its columns differ from the {table} table's (damaged, or another netzoo wrote it)")
         keys, rows = set(), []
         extra = ["dataset", "arch_id"] if table == "networks" else []
+        weights = table == "networks" and "weights_sha256" in got.names  # a part written before them has none
         for batch in file.iter_batches(batch_size=65536):
             cols = [batch.column(c).to_pylist() for c in (*KEY, *extra)]
             keys.update(zip(*cols[:3]))
             if extra:
-                rows += [((n, h, s), d, a) for n, h, s, d, a in zip(*cols)]
+                saved = (zip(batch.column("weights_epochs").to_pylist(), batch.column("weights_sha256").to_pylist())
+                         if weights else [(None, None)] * batch.num_rows)
+                rows += [((n, h, s), d, a, tuple(zip(e or [], w or [])))
+                         for (n, h, s, d, a), (e, w) in zip(zip(*cols), saved)]
         metadata = (got.metadata or {}).get(PARTS_METADATA, b"").decode()
     except (OSError, pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
         return _FileCheck(f"unreadable ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})")
@@ -348,7 +362,29 @@ class _Layout:
 
 
 def _decide(layout: _Layout, key: Key) -> tuple[dict | None, Problem | None, tuple | None]:
-    """(sources by table, None, row) for a whole key; (None, Problem, row or None) for any other."""
+    """(sources by table, None, row) for a whole key; (None, Problem, row or None) for any other: its tables'
+    files (``_decide_tables``), then the weights files its networks row records (each must match its sha256)."""
+    sources, problem, row = _decide_tables(layout, key)
+    if problem is not None or row is None:
+        return sources, problem, row
+    for epoch, sha256 in row[3]:
+        path = layout.dir / weights_file(key, epoch)
+        try:
+            same = file_sha256(path) == sha256
+        except FileNotFoundError:
+            moved = layout.dir / DAMAGED_DIR / path.parent.name / path.name
+            note = f" (a damaged one is in {moved.parent})" if moved.exists() else ""
+            return None, Problem(key, "incomplete", f"no weights file for epoch {epoch}{note}"), row
+        except OSError as exc:
+            same, _ = False, exc
+        if not same:
+            return None, Problem(key, "damaged", f"weights file {path.name} of epoch {epoch}: its bytes differ from "
+                                                 f"the sha256 its networks row recorded", (path,)), row
+    return sources, None, row
+
+
+def _decide_tables(layout: _Layout, key: Key) -> tuple[dict | None, Problem | None, tuple | None]:
+    """``_decide`` for the tables' files: networks, epochs, predictions, layers."""
 
     def damaged(what, *paths):
         return None, Problem(key, "damaged", what, tuple(paths)), row
@@ -441,7 +477,7 @@ def scan(results_dir, keys=None, fresh: bool = False) -> Scan:
     for key in sorted(layout.candidates() if wanted is None else wanted, key=lambda k: (k[0], k[1], k[2])):
         sources, problem, row = _decide(layout, key)
         if row is not None:
-            _, trained_on, arch_id = row
+            _, trained_on, arch_id, _ = row
             found.rows[key] = {"dataset": trained_on, "arch_id": arch_id}
             recorded = architectures.get(key[:2])
             if problem is None and dataset is not None and trained_on != dataset:
@@ -565,6 +601,26 @@ def _read_rows(sources: dict, table: str, schema: pa.Schema, columns: list[str],
     return pa.concat_tables(pieces) if pieces else schema.empty_table().select(columns)
 
 
+def read_keys(results_dir, table: str, keys, found: Scan | None = None) -> pa.Table:
+    """The rows of ``table`` of the whole ``keys`` (by ``scan``; ``found``: a scan already made) as one pyarrow
+    table of the schema's columns, from the files the scan names (their networks filtered in the read, so a big
+    compact file costs only the row groups of these networks). Raises ResultsError for a key that is not whole
+    or a file that changed since the scan."""
+    found = scan(results_dir) if found is None else found
+    keys = [tuple(k) for k in keys]
+    missing = [k for k in keys if k not in found.complete]
+    if missing:
+        raise ResultsError(f"{Path(results_dir)}: {missing[0]} is not whole (netzoo verify lists why)")
+    schema = table_schema(table, classes_of(results_dir))
+    failed: set = set()
+    rows = _read_rows({k: found.complete[k] for k in keys}, table, schema, schema.names,
+                      pc.field("network").isin(sorted({k[0] for k in keys})), failed)
+    if failed:
+        raise ResultsError(f"{Path(results_dir)} changed while it was read ({sorted(failed)[0]}): run again once "
+                           f"no netzoo train or compact writes to it.")
+    return rows
+
+
 def to_frame(table: pa.Table, schema: pa.Schema) -> pd.DataFrame:
     """A pyarrow table as pandas with the schema's dtypes (nullable ints as 'Int64')."""
     frame = table.to_pandas()
@@ -644,6 +700,69 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
             data = data.filter(pc.invert(pc.is_in(_key_strings(data), pa.array(sorted(map(_key_string, failed))))))
         frames[table] = to_frame(data.select(cols), schema)
     return ResultTables(**frames)
+
+
+def load_network(results_dir, network: str, seed: int | None = None, recipe: str | None = None,
+                 epoch: int | str = "last"):
+    """The trained network of one run: the generated class from the zoo its job record (DIR/jobs/) names
+    (``netzoo.zoo.import_network``: only a file whose sha256 is the one the run recorded runs), built, with the
+    weights saved after ``epoch`` ("last": its last saved epoch; netzoo.weights wrote them), in eval mode.
+
+    ``seed`` and ``recipe`` (a name or hash) choose the run when the network has several. Raises ResultsError,
+    one line naming the problem and the fix, for a network, seed or recipe not in the results, an ambiguous
+    choice, or an epoch whose weights were not saved; ZooError when the zoo's file is missing or changed."""
+    from safetensors.torch import load_file
+
+    from netzoo.zoo import import_network
+
+    results_dir = results_folder(results_dir)
+    row = _run_row(results_dir, network, seed, recipe)
+    key = (row["network"], row["recipe_hash"], int(row["seed"]))
+    saved = [int(e) for e in (row["weights_epochs"] if row["weights_epochs"] is not None else [])]
+    if not saved:
+        raise ResultsError(f"{network} seed {key[2]} recipe {row['recipe']} was trained without saving its weights "
+                           f"(--save-weights none): train it again with --save-weights last into a new --results.")
+    chosen = max(saved) if epoch == "last" else epoch
+    if chosen not in saved:
+        raise ResultsError(f"{network} seed {key[2]}: no weights saved for epoch {epoch!r}; saved epochs: "
+                           f"{', '.join(map(str, saved))} (pass one of them, or 'last'; --save-weights every saves "
+                           f"every epoch).")
+    record = read_record(results_dir / "jobs" / f"{key[1]}.json") or {}
+    if not record.get("zoo"):
+        raise ResultsError(f"{results_dir / 'jobs' / f'{key[1]}.json'} is missing: the zoo that trained {network} is "
+                           f"unknown. Rerun the netzoo train command that wrote {results_dir}.")
+    model = import_network(Path(record["zoo"]) / row["file"], network, sha256=row["file_sha256"])()
+    model.load_state_dict(load_file(str(results_dir / weights_file(key, chosen))))
+    return model.eval()
+
+
+def _run_row(results_dir: Path, network: str, seed: int | None, recipe: str | None) -> dict:
+    """The networks row of the one whole run of ``network`` (with ``seed``, under ``recipe``), or ResultsError."""
+    columns = ["network", "recipe", "recipe_hash", "seed", "file", "file_sha256", "weights_epochs"]
+    networks = load(results_dir, tables="networks", columns={"networks": columns}).networks
+    runs = networks[networks["network"] == network]
+    if runs.empty:
+        known = sorted(networks["network"].unique())
+        raise ResultsError(f"No trained {network!r} in {results_dir} (networks here: {', '.join(known[:5])}"
+                           f"{' …' if len(known) > 5 else ''}); netzoo status --results {results_dir} lists them.")
+    if recipe is not None:
+        runs = runs[(runs["recipe"] == recipe) | (runs["recipe_hash"] == recipe)]
+        if runs.empty:
+            raise ResultsError(f"{network} was not trained under recipe {recipe!r} in {results_dir}; its recipes: "
+                               f"{', '.join(sorted(set(networks.loc[networks['network'] == network, 'recipe'])))}.")
+    if seed is not None:
+        runs = runs[runs["seed"] == int(seed)]
+        if runs.empty:
+            raise ResultsError(f"{network} has no run with seed {seed} in {results_dir}; its seeds: "
+                               f"{', '.join(map(str, sorted(networks.loc[networks['network'] == network, 'seed'])))}.")
+    recipes = sorted(set(runs["recipe"]))
+    if len(recipes) > 1:
+        raise ResultsError(f"{network} was trained under several recipes ({', '.join(recipes)}): pass recipe=… "
+                           f"(a name or hash).")
+    if len(runs) > 1:
+        raise ResultsError(f"{network} was trained with several seeds ({', '.join(map(str, sorted(runs['seed'])))}): "
+                           f"pass seed=….")
+    return runs.iloc[0].to_dict()
 
 
 # --- documentation -----------------------------------------------------------------------------------

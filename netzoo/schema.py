@@ -87,7 +87,8 @@ NETWORKS = _schema(
                                    "alone. A group's times are shared: each run is charged its share"),
         ("train_time_s", pa.float64(), "seconds of training steps, all epochs (device synchronised; in a fused "
                                        "group, the group's time divided by the runs training each epoch)"),
-        ("eval_time_s", pa.float64(), "seconds of test evaluation, all epochs (a fused group's divided by its runs)"),
+        ("eval_time_s", pa.float64(), "seconds of test (and validation) evaluation, all epochs (a fused group's "
+                                      "divided by its runs)"),
         ("wall_time_s", pa.float64(), "seconds from loading the network to writing its results (a fused group's "
                                       "divided by its runs)"),
         ("peak_memory_bytes", pa.int64(), "peak device memory while training (CUDA: max_memory_allocated; CPU: null)"),
@@ -98,6 +99,16 @@ NETWORKS = _schema(
         ("git_commit", pa.string(), "git commit of the netzoo checkout, or null"),
         ("torch_version", pa.string(), "torch version"),
         ("finished_at", pa.timestamp("us", tz="UTC"), "when its results were written"),
+        ("weights_file", pa.string(), "the state dict after the last epoch, as safetensors, relative to the results "
+                                      "folder (weights/<network>--<recipe_hash>--<seed>/epoch-<E>.safetensors); null "
+                                      "when not saved (--save-weights none)"),
+        ("weights_bytes", pa.int64(), "size of weights_file in bytes; null when not saved; pandas 'Int64'"),
+        ("weights_dtype", pa.string(), "float32 or float16: the dtype of the floating-point tensors in the weights "
+                                       "files; null when not saved"),
+        ("weights_epochs", pa.list_(pa.int64()), "the epochs whose state dict is saved, one file each (--save-weights "
+                                                 "last: the last; every: all); empty or null when none is"),
+        ("weights_sha256", pa.list_(pa.string()), "sha256 of each saved epoch's file, in weights_epochs order: the key "
+                                                  "is whole only while these files are"),
     ]
 )
 
@@ -118,9 +129,14 @@ _EPOCH_FIELDS = KEY_FIELDS + [
     ("test_acc", pa.float64(), "plain accuracy on the test split, in [0, 1]; null when diverged"),
     ("test_balanced_acc", pa.float64(), "mean of per-class recalls on the test split (the study's 'accuracy'), in "
                                         "[0, 1]; null when diverged"),
+    ("val_loss", pa.float64(), "mean NLL loss on the validation split (held out of the training split: the "
+                               "recipe's validation) after the epoch; null without one"),
+    ("val_acc", pa.float64(), "plain accuracy on the validation split, in [0, 1]; null without one or when diverged"),
+    ("val_balanced_acc", pa.float64(), "mean of per-class recalls on the validation split, in [0, 1]: what networks "
+                                       "are picked and stopped early on; null without one or when diverged"),
     ("epoch_time_s", pa.float64(), "seconds of this epoch's training steps (device synchronised)"),
     ("train_time_s", pa.float64(), "cumulative seconds of training steps up to this epoch"),
-    ("eval_time_s", pa.float64(), "seconds of this epoch's test evaluation"),
+    ("eval_time_s", pa.float64(), "seconds of this epoch's test (and validation) evaluation"),
     ("lr", pa.float64(), "learning rate at the end of the epoch"),
 ]
 
@@ -168,6 +184,33 @@ LAYERS = _schema(KEY_FIELDS + [
     ("grad_norm_max", pa.float64(), "max over the epoch's steps of the layer's weight-gradient L2 norm"),
     ("dead_grad_fraction", pa.float64(), "share of units whose weight gradients were zero on every step, in [0, 1]"),
 ])
+
+# What one row of each table is: the dataset card and the Croissant metadata of an export (netzoo.export) say it.
+TABLE_DOCS = {
+    "manifest": "one row per network of a zoo, written by the generator: architecture, costs, generated file",
+    "networks": "one row per trained run (network, recipe_hash, seed): the manifest row plus the training figures",
+    "epochs": "one row per run and epoch: losses, accuracies (train, validation, test), times",
+    "predictions": "one row per run, epoch and test sample: label, predicted class and each class's probability",
+    "layers": "one row per run, epoch and layer: activation and gradient statistics",
+}
+
+# Columns added after results were first written, per table. A part written before holds none of them and reads
+# them as null (``columns_match``; readers project onto the schema by name); a part written since holds them all.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "epochs": ("val_loss", "val_acc", "val_balanced_acc"),
+    "networks": ("weights_file", "weights_bytes", "weights_dtype", "weights_epochs", "weights_sha256"),
+}
+
+
+def columns_match(got: pa.Schema, expected: pa.Schema, table: str) -> bool:
+    """Whether a file's columns are ``expected``'s (name and type), in order, or those of a part written before
+    ADDED_COLUMNS[table] existed: every other column, none of the added ones."""
+    pairs = [(f.name, f.type) for f in got]
+    if pairs == [(f.name, f.type) for f in expected]:
+        return True
+    added = ADDED_COLUMNS.get(table, ())
+    return bool(added) and pairs == [(f.name, f.type) for f in expected if f.name not in added]
+
 
 # Folder name under --results DIR -> schema (epochs needs the class count: see table_schema).
 TABLES = ("networks", "epochs", "predictions", "layers")

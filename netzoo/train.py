@@ -17,11 +17,13 @@ reads them once per epoch (the one sync), as airbench does. Timing follows the s
 training steps only (device synchronised before each clock read); evaluation is timed apart. A group's times
 are shared: each run is charged the group's time divided by the runs in it.
 
-The rules that end a run live here, in ``Stopping``: an epoch whose training or test loss is NaN/inf is
-``diverged`` (its outputs answer nothing: the argmax of NaN log-probabilities is class 0 for every sample, so it
-carries no log-probabilities and null accuracies, ``without_answers``); with early stopping, a run whose test
-loss has not improved for ``early_stopping_patience`` epochs is ``stopped_early``. A network with BatchNorm never
-trains on a final batch of one sample: training-mode BatchNorm cannot normalise one value per channel, so
+The rules that end a run live here, in ``Stopping``: an epoch whose training, validation or test loss is NaN/inf
+is ``diverged`` (its outputs answer nothing: the argmax of NaN log-probabilities is class 0 for every sample, so
+it carries no log-probabilities and null accuracies, ``without_answers``); with early stopping, a run whose
+*validation* loss has not improved for ``early_stopping_patience`` epochs is ``stopped_early`` (the test split
+never decides anything: a recipe with early stopping must hold a validation split out, ``Recipe.validation``).
+With a validation split (``Dataset.with_validation``), every epoch is evaluated on it too (``val_*`` metrics).
+A network with BatchNorm never trains on a final batch of one sample: training-mode BatchNorm cannot normalise one value per channel, so
 ``split_batches`` merges it into the batch before (every sample still trains once per epoch) and the EpochResult
 says so (``last_batch_merged``).
 
@@ -48,6 +50,7 @@ from netzoo.devices import sync
 from netzoo.errors import RecipeError
 from netzoo.fuse import dropout_generator, seeded_dropout
 from netzoo.recipe import Recipe
+from netzoo.weights import SAVE_WEIGHTS
 
 WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -70,6 +73,7 @@ class EpochResult:
     log_probs: np.ndarray | None  # (N_test, K) float32 on the host; None for a diverged epoch (no answers)
     layer_rows: list[dict] = field(default_factory=list)
     last_batch_merged: bool = False  # a final batch of one sample was merged into the one before (BatchNorm)
+    state: dict | None = None    # the run's state dict after this epoch, on the host, when asked (train_runs' states)
 
 
 @dataclass
@@ -86,7 +90,7 @@ class Evaluation:
 
 # Metrics that are answers: a diverged epoch has none of them (without_answers). Losses are kept as measured:
 # their NaN/inf is the evidence of the divergence.
-ANSWER_METRICS = ("train_acc", "test_acc", "test_balanced_acc")
+ANSWER_METRICS = ("train_acc", "test_acc", "test_balanced_acc", "val_acc", "val_balanced_acc")
 
 
 def without_answers(metrics: dict) -> dict:
@@ -105,15 +109,19 @@ class Stopping:
     best_loss: float = math.inf
     stale_epochs: int = 0
 
-    def status(self, epoch: int, train_loss: float, test_loss: float) -> str:
-        """'diverged' when either loss is NaN/inf; 'stopped_early' when the test loss has not improved by
-        ``early_stopping_min_delta`` for ``early_stopping_patience`` epochs before the last; else 'done'."""
-        if not math.isfinite(train_loss) or not math.isfinite(test_loss):
+    def status(self, epoch: int, train_loss: float, test_loss: float, val_loss: float | None = None) -> str:
+        """'diverged' when a loss is NaN/inf; 'stopped_early' when the validation loss has not improved by
+        ``early_stopping_min_delta`` for ``early_stopping_patience`` epochs before the last; else 'done'.
+        Raises RecipeError for early stopping without a validation loss (the test loss never decides)."""
+        if not all(math.isfinite(x) for x in (train_loss, test_loss) + ((val_loss,) if val_loss is not None else ())):
             return "diverged"
         patience = self.recipe.early_stopping_patience
         if patience:
-            if test_loss < self.best_loss - self.recipe.early_stopping_min_delta:
-                self.best_loss, self.stale_epochs = test_loss, 0
+            if val_loss is None:
+                raise RecipeError(f"recipe {self.recipe.name!r}: early stopping needs a validation split (the test "
+                                  f"loss never decides); train on data held out by the recipe's validation.")
+            if val_loss < self.best_loss - self.recipe.early_stopping_min_delta:
+                self.best_loss, self.stale_epochs = val_loss, 0
             else:
                 self.stale_epochs += 1
                 if self.stale_epochs >= patience and epoch < self.recipe.epochs:
@@ -292,9 +300,9 @@ def evaluate(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, class
 
 
 # --- a group of runs ------------------------------------------------------------------------------------
-# Recipe fields a group's runs must share: the loop's batches and the device's matmul precision. The others
-# (optimizer numbers, schedule, init, epochs, early stopping) may differ from run to run.
-SHARED_FIELDS = ("batch_size", "eval_batch_size", "allow_tf32")
+# Recipe fields a group's runs must share: the loop's batches, the device's matmul precision and the data split
+# (validation). The others (optimizer numbers, schedule, init, epochs, early stopping) may differ from run to run.
+SHARED_FIELDS = ("batch_size", "eval_batch_size", "allow_tf32", "validation")
 # Fields of the update: runs equal in all of these step with one torch.optim optimizer over the group
 # (netzoo.fuse: the same arithmetic as each run's own, element by element); otherwise with RunOptimizer.
 UPDATE_FIELDS = ("optimizer", "lr", "amsgrad", "momentum", "weight_decay", "schedule", "step_size", "gamma")
@@ -319,11 +327,6 @@ def _train_step(module: nn.Module, params: list[torch.Tensor], step, x: torch.Te
     losses.sum().backward()  # runs share no weight: each gets exactly its own gradient
     step()
     return losses.detach(), (out.detach().argmax(1) == target).view(runs, -1).sum(1)
-
-
-# Optimizers whose update keeps its step count on the device (make_optimizer's fused SGD and Adam kernels): a
-# CUDA graph can capture them. RMSprop's foreach update counts on the host.
-GRAPHED_OPTIMIZERS = ("sgd", "sgd-momentum", "nesterov", "adam", "adamw")
 
 
 class _Group:
@@ -374,13 +377,10 @@ class _Group:
         """Why this group's steps run eagerly rather than as a CUDA graph, or None (netzoo.graphs)."""
         if not self.graphs:
             return "CUDA graphs are off"
-        if self.device.type != "cuda" and self.capture is None:  # a capture given (tests) stands in for CUDA's
-            return "CUDA graphs exist on CUDA devices only"
-        if any(r.recipe.optimizer not in GRAPHED_OPTIMIZERS for r in self.runs):
-            return "an RMSprop update counts its steps on the host"
         from netzoo.graphs import graph_blockers
 
-        return graph_blockers(self.module)
+        return graph_blockers(self.module, self.device, [r.recipe.optimizer for r in self.runs],
+                              stand_in=self.capture is not None)
 
     def train_step(self, x_train: torch.Tensor, y_train: torch.Tensor, rows: torch.Tensor):
         """One step on rows ``rows`` (R*B,) of the training split: (losses (R,), right answers (R,)); replayed
@@ -461,7 +461,7 @@ class _Group:
 
 def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]], runs: Sequence[Run],
                data: Dataset, device="cpu", lenses: bool = False, batch_size: int | None = None,
-               graphs: bool = True, capture=None) -> Iterator[dict[int, EpochResult]]:
+               states: str = "none", graphs: bool = True, capture=None) -> Iterator[dict[int, EpochResult]]:
     """Train ``runs`` of the network ``build()`` makes (or run i of ``build[i]()``: one network in several
     zoo variants, e.g. a sweep's dropout probabilities); after each epoch, yield {position in ``runs``:
     EpochResult} for every run that trained that epoch.
@@ -472,9 +472,12 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
     ``torch.Generator(device).manual_seed(run.seed)``. A run ends after an epoch that ``Stopping`` says is
     diverged or stopped early, or after its recipe's last epoch; the others go on (see the module doc).
     ``lenses`` records each run's ``layers`` rows (netzoo.lenses) in ``layer_rows``. ``batch_size`` overrides
-    the recipes' (halved after a CUDA out-of-memory). ``graphs``: on CUDA, replay each full-size step from a
-    CUDA graph where nothing blocks it and epochs are long enough (netzoo.graphs); ``capture`` stands in for
-    CUDA's capture (tests: on any device, whatever the epoch's length).
+    the recipes' (halved after a CUDA out-of-memory). ``states``: "last" puts each run's state dict after its
+    last epoch in that EpochResult's ``state`` (on the host; a fused group's through ``netzoo.fuse.unfuse``),
+    "every" after every epoch, "none" never. With a validation split in ``data`` (``x_val``), each epoch is
+    evaluated on it too, outside the lenses (they describe the test pass). ``graphs``: on CUDA, replay each
+    full-size step from a CUDA graph where nothing blocks it and epochs are long enough (netzoo.graphs);
+    ``capture`` stands in for CUDA's capture (tests: on any device, whatever the epoch's length).
 
     Raises RecipeError when the runs differ in a SHARED_FIELDS field or for batch size 1 with BatchNorm, and
     FusionError (netzoo.fuse) when several runs of this network cannot train as one module (train them one at
@@ -483,6 +486,8 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
     runs = list(runs)
     if not runs:
         raise ValueError("train_runs needs at least one run")
+    if states not in SAVE_WEIGHTS:
+        raise ValueError(f"states {states!r}; allowed: {', '.join(SAVE_WEIGHTS)}")
     builds = list(build) if isinstance(build, Sequence) else [build] * len(runs)
     if len(builds) != len(runs):
         raise ValueError(f"train_runs got {len(builds)} builders for {len(runs)} runs; give one, or one per run")
@@ -542,23 +547,35 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
                                        runs=r if group.fused else 1)
                 layer_rows = [[] for _ in live]
 
+            validations = [None] * r
+            if data.x_val is not None:  # outside the lenses: they describe the test pass
+                validations = evaluate(group.module, data.x_val, data.y_val, data.classes, first.eval_batch_size,
+                                       runs=r if group.fused else 1)
+
             results, keep = {}, []
             for k, i in enumerate(live):
-                ev, train_loss = evaluations[k], host[k] / n_train
+                ev, val, train_loss = evaluations[k], validations[k], host[k] / n_train
                 train_time[i] += epoch_time
-                status = stopping[i].status(epoch, train_loss, ev.loss)
+                status = stopping[i].status(epoch, train_loss, ev.loss, None if val is None else val.loss)
                 metrics = {
                     "train_loss": train_loss, "train_acc": host[r + k] / n_train,
                     "test_loss": ev.loss, "test_acc": ev.acc, "test_balanced_acc": ev.balanced_acc,
-                    "epoch_time_s": epoch_time, "train_time_s": train_time[i], "eval_time_s": ev.time_s,
+                    "val_loss": None if val is None else val.loss, "val_acc": None if val is None else val.acc,
+                    "val_balanced_acc": None if val is None else val.balanced_acc,
+                    "epoch_time_s": epoch_time, "train_time_s": train_time[i],
+                    "eval_time_s": ev.time_s + (0.0 if val is None else val.time_s),
                     "lr": lrs[k], **{f"test_acc_class_{c}": v for c, v in enumerate(ev.class_recall)},
                 }
                 log_probs = ev.log_probs
                 if status == "diverged":
                     metrics, log_probs = without_answers(metrics), None
+                goes_on = status == "done" and epoch < runs[i].recipe.epochs
+                state = None
+                if states == "every" or (states == "last" and not goes_on):
+                    state = _state_on_host(group, k)
                 results[i] = EpochResult(epoch=epoch, status=status, metrics=metrics, log_probs=log_probs,
-                                         layer_rows=layer_rows[k], last_batch_merged=merge_last)
-                if status == "done" and epoch < runs[i].recipe.epochs:
+                                         layer_rows=layer_rows[k], last_batch_merged=merge_last, state=state)
+                if goes_on:
                     keep.append(k)
             yield results
             if not keep:
@@ -568,6 +585,18 @@ def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]
                 live = [live[k] for k in keep]
     finally:
         group.close()
+
+
+def _state_on_host(group: _Group, k: int) -> dict[str, torch.Tensor]:
+    """The state dict of the group's ``k``-th run, copied to the host: one network's own, or its slice of the
+    fused module (``netzoo.fuse.unfuse``), in the original network's names and shapes."""
+    if group.fused:
+        from netzoo.fuse import unfuse
+
+        state = unfuse(group.module, k)
+    else:
+        state = group.module.state_dict()
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 def train_network(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, device="cpu",

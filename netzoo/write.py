@@ -1,7 +1,7 @@
 """Results writing: one trained run becomes the rows of its key in every table, written as its part files.
 
 ``write_run`` builds a key's ``epochs``, ``predictions`` (``predictions_table``, the one builder of prediction
-rows), ``layers`` and ``networks`` rows from the run's EpochResults (``netzoo.train``) and what is known about
+rows), ``layers`` and ``networks`` rows (and writes its weights, ``netzoo.weights``) from the run's EpochResults (``netzoo.train``) and what is known about
 the run (``RunFacts``), and writes them with ``netzoo.results.write_part``: epochs, predictions and layers
 first, the networks part last, so the key is whole only once every part is on disk. Row shapes come from
 ``netzoo.schema``; nothing here trains or decides what to train.
@@ -22,6 +22,7 @@ from netzoo import results as res
 from netzoo.keys import Key
 from netzoo.recipe import Recipe
 from netzoo.schema import LAYERS, NETWORKS, PREDICTIONS, epochs_schema
+from netzoo.weights import write_weights
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,16 @@ def predictions_table(key_cols: dict, epochs: list, labels: np.ndarray) -> pa.Ta
 
 
 def write_run(results_dir, key: Key, recipe: Recipe, dataset: str, manifest_row: dict, epochs: list,
-              labels: np.ndarray, classes: int, facts: RunFacts) -> dict:
+              labels: np.ndarray, classes: int, facts: RunFacts, weights_dtype: str = "float32") -> dict:
     """Write the parts of ``key`` = (network, recipe hash, seed) in every table from its EpochResults
     ``epochs`` (of a run that may have failed: then possibly none); return its networks row.
 
     ``manifest_row``: the network's row of its zoo's manifest (netzoo.zoo.manifest_rows); ``labels``: the
     test split's labels (N,) in sample order; ``classes``: K, the width of ``probs`` and of the per-class
-    accuracy columns. Raises OSError when a part cannot be written (nothing half-written stays).
+    accuracy columns. The state dicts the EpochResults carry (``state``: what ``--save-weights`` asked the
+    trainer for) are written as the key's weights (``netzoo.weights.write_weights``, in ``weights_dtype``) after
+    the other parts and before the networks part, which records them. Raises OSError when a part cannot be
+    written (nothing half-written stays).
     """
     network, recipe_hash, seed = key
     key_cols = {"network": network, "recipe": recipe.name, "recipe_hash": recipe_hash, "seed": seed}
@@ -98,11 +102,12 @@ def write_run(results_dir, key: Key, recipe: Recipe, dataset: str, manifest_row:
     res.write_part(results_dir, "predictions", predictions_table(key_cols, epochs, labels), key, classes)
     layer_rows = [{**row, **key_cols, "epoch": r.epoch} for r in epochs for row in r.layer_rows]
     res.write_part(results_dir, "layers", pa.Table.from_pylist(layer_rows, schema=LAYERS), key, classes)
+    saved = write_weights(results_dir, key, {r.epoch: r.state for r in epochs if r.state is not None}, weights_dtype)
     manifest = dict(manifest_row)
     manifest["zoo_seed"] = manifest.pop("seed")
     network_row = {
         **manifest, **key_cols, **provenance(), "recipe_json": recipe.to_json(), "dataset": dataset,
-        **asdict(facts), "epochs_done": len(epochs),
+        **asdict(facts), **saved, "epochs_done": len(epochs),
         "last_batch_merged": any(r.last_batch_merged for r in epochs),
         "train_time_s": sum(r.metrics["epoch_time_s"] for r in epochs),
         "eval_time_s": sum(r.metrics["eval_time_s"] for r in epochs),

@@ -74,8 +74,10 @@ def networks_frame(meta: pd.DataFrame, epochs: int, classes: int, recipe: str = 
     frame["template"] = frame["family"].str.lower() + ".py.j2"
     frame["input_shape"] = "1x8x8"
     frame["classes"] = classes
-    for column in ("layer_types", "widths", "kernel_sizes", "biases", "activations_after"):
+    for column in ("layer_types", "widths", "kernel_sizes", "biases", "activations_after", "weights_epochs",
+                   "weights_sha256"):
         frame[column] = [[] for _ in range(n)]
+    frame = frame.assign(weights_file=None, weights_bytes=None, weights_dtype=None)  # saved without weights
     frame = frame.assign(dropout=0.0, batch_norm=False, hparams="{}", spec="synthetic", spec_hash="0" * 64,
                          zoo_seed=0, recipe=recipe, recipe_hash=recipe_hash,
                          recipe_json=json.dumps({"name": recipe, "epochs": epochs}), dataset=dataset,
@@ -114,6 +116,7 @@ def from_predictions(meta: pd.DataFrame, preds: np.ndarray, labels: np.ndarray, 
                            "train_acc": np.clip(test_acc + 0.02, 0, 1),
                            "test_loss": -np.log(np.clip(p_label, 1e-6, 1)).mean(-1).ravel(),
                            "test_acc": test_acc, "test_balanced_acc": np.nanmean(recall, -1).ravel(),
+                           "val_loss": np.nan, "val_acc": np.nan, "val_balanced_acc": np.nan,  # no validation split
                            "epoch_time_s": np.repeat(epoch_time, n_epochs),
                            "train_time_s": np.repeat(epoch_time, n_epochs) * epoch, "eval_time_s": 0.01,
                            "lr": 0.002})
@@ -195,6 +198,7 @@ def from_curves(curves: dict, costs: dict | None = None, classes: int = 3, class
             row = {"network": network, "recipe": recipe, "recipe_hash": recipe_hash, "seed": seed,
                    "epoch": epoch, "status": "done", "train_loss": 1 - value, "train_acc": value,
                    "test_loss": 1 - value, "test_acc": value, "test_balanced_acc": float(np.mean(recalls)),
+                   "val_loss": np.nan, "val_acc": np.nan, "val_balanced_acc": np.nan,  # no validation split
                    "epoch_time_s": 1.0, "train_time_s": float(epoch), "eval_time_s": 0.01, "lr": 0.002}
             row.update({f"test_acc_class_{k}": recalls[k] for k in range(classes)})
             rows.append(row)

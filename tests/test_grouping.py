@@ -19,15 +19,17 @@ ROW = {"network": "LinearReLU_1", "family": "Linear", "spec_hash": "0" * 64, "se
 
 @pytest.mark.parametrize("change", [
     {"lr": 0.01}, {"weight_decay": 0.1}, {"amsgrad": False}, {"init": "xavier-normal"}, {"optimizer": "adamw"},
-    {"early_stopping_patience": 2}, {"name": "other"},
+    {"early_stopping_min_delta": 0.5}, {"name": "other"},
 ])
 def test_recipes_that_differ_only_in_numbers_share_a_group(change):
     assert group_key(ROW, STUDY.replace(**change)) == group_key(ROW, STUDY)
+    held_out = STUDY.replace(validation=0.1)  # early stopping watches a validation split
+    assert group_key(ROW, held_out.replace(early_stopping_patience=2)) == group_key(ROW, held_out)
 
 
 @pytest.mark.parametrize("change", [
     {"batch_size": 16}, {"eval_batch_size": 500}, {"epochs": 5}, {"schedule": "cosine"}, {"optimizer": "sgd"},
-    {"optimizer": "rmsprop"}, {"allow_tf32": False},
+    {"optimizer": "rmsprop"}, {"allow_tf32": False}, {"validation": 0.2},
 ])
 def test_recipes_that_change_the_loop_or_the_update_rule_do_not(change):
     assert group_key(ROW, STUDY.replace(**change)) != group_key(ROW, STUDY)

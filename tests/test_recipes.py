@@ -16,7 +16,7 @@ SHIPPED = ["batch-norm", "batch-size", "deep-mlp", "depth-width", "early-stoppin
 def test_recipe_round_trips_through_toml_with_the_same_hash(tmp_path):
     recipe = Recipe(name="sgd-cosine", optimizer="nesterov", lr=1e-5, momentum=0.9, weight_decay=5e-4,
                     batch_size=16, epochs=7, schedule="cosine", init="kaiming-uniform", dropout=0.25,
-                    batch_norm=True, early_stopping_patience=5, early_stopping_min_delta=1e-3)
+                    batch_norm=True, early_stopping_patience=5, early_stopping_min_delta=1e-3, validation=0.1)
     path = tmp_path / "mine.toml"
     path.write_text(to_toml(recipe))
     again = load_recipe(path)

@@ -52,10 +52,10 @@ def test_charts_are_embedded_and_also_saved_as_svg_and_png(written):
 def test_a_missing_or_failing_module_does_not_break_the_report(tmp_path, monkeypatch, written):
     results, _ = written
     (tmp_path / "broken_sections.py").write_text(
-        "def report_sections(tables, results_dir=None):\n    raise RuntimeError('boom')\n")
+        "def report_sections(tables, results_dir=None, select_on=None):\n    raise RuntimeError('boom')\n")
     (tmp_path / "extra_sections.py").write_text(
         "from analysis.section import Section\n"
-        "def report_sections(tables, results_dir=None):\n"
+        "def report_sections(tables, results_dir=None, select_on=None):\n"
         "    return [Section('extra', 'Extra', 'Is it there?', f'{len(tables.networks)} networks.')]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     tables = report.load_tables(results)
@@ -82,7 +82,7 @@ def test_a_question_without_data_is_listed_as_not_shown(tmp_path):
 
 def test_cli_report_writes_to_out(tmp_path, written, monkeypatch):
     results, _ = written
-    monkeypatch.setattr(report, "collect_sections", lambda tables, results_dir=None: [])  # the wiring only
+    monkeypatch.setattr(report, "collect_sections", lambda tables, results_dir=None, select_on=None: [])  # the wiring only
     result = CliRunner().invoke(cli, ["report", "--results", str(results), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "index.html").is_file() and "report:" in result.output
@@ -110,7 +110,7 @@ def test_open_flag_opens_the_report_in_a_browser(written, monkeypatch, tmp_path)
     results, _ = written
     opened = []
     monkeypatch.setattr(report.webbrowser, "open", opened.append)
-    monkeypatch.setattr(report, "collect_sections", lambda tables, results_dir=None: [])
+    monkeypatch.setattr(report, "collect_sections", lambda tables, results_dir=None, select_on=None: [])
     path = report.write_report(results, out=tmp_path / "o", open_browser=True)
     assert opened == [path.resolve().as_uri()]
 

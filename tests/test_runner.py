@@ -574,3 +574,20 @@ def test_shard_auto_refuses_what_it_cannot_work_out(monkeypatch, env, capsys, tm
     code, _, err = run_main(monkeypatch, capsys, "train", "--zoo", zoo, "--dataset", "digits", "--results",
                             tmp_path, "--shard", "auto", "--device", "cpu", "--quiet")
     assert code == 2 and "SLURM_ARRAY_TASK" in one_line(err)
+
+
+def test_an_edited_network_file_is_refused_before_anything_trains(tmp_path, capsys, monkeypatch):
+    """Issue 12 A2: a zoo file edited after generation never runs, and no run of the zoo is recorded as an answer
+    (before: the edited network became a `failed` row that counted as complete, so regenerating did not retrain it)."""
+    from cli_helpers import one_line, run_main
+
+    from netzoo.generate import generate_zoo
+
+    zoo = tmp_path / "zoo"
+    generate_zoo(spec=str(REPO / "tests" / "data" / "tiny.toml"), dataset="digits", out=zoo, progress=False)
+    (zoo / "Basic.py").write_text((zoo / "Basic.py").read_text() + "\nraise SystemExit('edited code ran')\n")
+    args = ["--zoo", zoo, "--dataset", "digits", "--results", tmp_path / "r", "--epochs", "1", "--device", "cpu",
+            "--workers", "1", "--quiet"]
+    code, out, err = run_main(monkeypatch, capsys, "train", *args)
+    assert code == 2 and "Basic.py" in one_line(err) and "netzoo generate" in err
+    assert not (tmp_path / "r" / "networks").exists() or not list((tmp_path / "r" / "networks").glob("*.parquet"))

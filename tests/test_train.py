@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from netzoo.datasets import load_dataset
+from netzoo.errors import RecipeError
 from netzoo.recipe import INITS, OPTIMIZERS, Recipe
 from netzoo.train import evaluate, init_weights, train_network
 
@@ -97,10 +98,59 @@ def test_huge_lr_diverges_and_training_stops(small):
     assert results[-1].status == "diverged" and len(results) < 4
 
 
-def test_early_stopping_stops_when_test_loss_stalls(small):
-    recipe = Recipe(epochs=4, early_stopping_patience=1, early_stopping_min_delta=100.0)
-    results = list(train_network(MLP(), small, recipe, seed=0))
+def test_early_stopping_stops_when_the_validation_loss_stalls(small):
+    recipe = Recipe(epochs=4, early_stopping_patience=1, early_stopping_min_delta=100.0, validation=0.25)
+    results = list(train_network(MLP(), small.with_validation(0.25), recipe, seed=0))
     assert [r.status for r in results] == ["done", "stopped_early"]
+
+
+def test_early_stopping_watches_the_validation_loss_never_the_test_loss():
+    from netzoo.train import Stopping
+
+    recipe = Recipe(epochs=6, early_stopping_patience=2, validation=0.1)
+    # the test loss keeps rising, the validation loss keeps falling: training goes on
+    falling = Stopping(recipe)
+    assert [falling.status(e, 1.0, 0.5 + e, 1.0 / e) for e in range(1, 6)] == ["done"] * 5
+    # the test loss keeps falling, the validation loss stalls: training stops after the patience
+    stalling = Stopping(recipe)
+    assert [stalling.status(e, 1.0, 1.0 / e, 0.5) for e in range(1, 4)] == ["done", "done", "stopped_early"]
+    with pytest.raises(RecipeError, match="needs a validation split"):
+        Stopping(recipe).status(1, 1.0, 1.0, None)  # no validation loss: never the test loss instead
+
+
+def test_a_nan_validation_loss_is_a_divergence():
+    from netzoo.train import Stopping
+
+    assert Stopping(Recipe(validation=0.1)).status(1, 1.0, 1.0, float("nan")) == "diverged"
+
+
+def test_each_epoch_is_evaluated_on_the_validation_split_held_out_of_training(small):
+    data = small.with_validation(0.25)
+    recipe = Recipe(epochs=2, validation=0.25)
+    results = list(train_network(MLP(), data, recipe, seed=0))
+    for r in results:
+        assert 0 <= r.metrics["val_acc"] <= 1 and r.metrics["val_loss"] > 0
+    model = MLP()
+    for _ in train_network(model, data, recipe, seed=0):
+        pass
+    (ev,) = evaluate(model, data.x_val, data.y_val, classes=10)
+    assert results[-1].metrics["val_loss"] == pytest.approx(ev.loss) and results[-1].metrics["val_acc"] == ev.acc
+    plain = list(train_network(MLP(), small, Recipe(epochs=1), seed=0))[0].metrics
+    assert plain["val_loss"] is None and plain["val_balanced_acc"] is None  # no split: null, never the test's
+
+
+def test_the_state_of_a_run_comes_back_after_its_last_epoch_or_every_epoch(small):
+    from netzoo.train import Run, train_runs
+
+    recipe = Recipe(epochs=2)
+    last = [r[0] for r in train_runs(MLP, [Run(0, recipe)], small, states="last")]
+    every = [r[0] for r in train_runs(MLP, [Run(0, recipe)], small, states="every")]
+    none = [r[0] for r in train_runs(MLP, [Run(0, recipe)], small)]
+    assert [r.state is None for r in last] == [True, False] and all(r.state is not None for r in every)
+    assert all(r.state is None for r in none)
+    assert all(torch.equal(last[1].state[k], every[1].state[k]) for k in last[1].state)
+    assert not torch.equal(every[0].state["fc1.weight"], every[1].state["fc1.weight"])
+    assert every[1].state["fc1.weight"].device.type == "cpu"
 
 
 def test_evaluate_counts_per_class_recall(digits):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netzoo.datasets import Dataset
+from netzoo.errors import RecipeError
 from netzoo.recipe import Recipe
 from netzoo.train import Run, train_network, train_runs
 
@@ -133,9 +134,10 @@ def test_a_run_that_diverges_leaves_the_group_and_the_others_go_on_as_alone():
 
 
 def test_early_stopping_ends_each_run_at_its_own_epoch():
-    data = _data()
-    eager = RECIPE.replace(epochs=4, early_stopping_patience=1, early_stopping_min_delta=100.0)
-    runs = [Run(1, RECIPE.replace(epochs=4)), Run(2, eager), Run(3, RECIPE.replace(epochs=3))]
+    data = _data().with_validation(0.2)
+    held = RECIPE.replace(validation=0.2)
+    eager = held.replace(epochs=4, early_stopping_patience=1, early_stopping_min_delta=100.0)
+    runs = [Run(1, held.replace(epochs=4)), Run(2, eager), Run(3, held.replace(epochs=3))]
     grouped = list(train_runs(TinyConv, runs, data))
     alone = [list(train_network(TinyConv(), data, run.recipe, run.seed)) for run in runs]
 
@@ -154,6 +156,26 @@ def test_runs_with_their_own_learning_rates_and_schedules_each_match_alone():
     for i, run in enumerate(runs):
         for e, alone in enumerate(train_network(TinyMLP(), data, run.recipe, run.seed)):
             _same(grouped[e][i], alone)
+
+
+def test_each_run_of_a_group_gets_its_own_state_as_if_trained_alone():
+    runs = [Run(seed, RECIPE) for seed in SEEDS]
+    grouped = list(train_runs(TinyMLP, runs, _data(), states="last"))
+    for i, run in enumerate(runs):
+        alone = list(train_network(TinyMLP(), _data(), run.recipe, run.seed))
+        model = TinyMLP()
+        for _ in train_network(model, _data(), run.recipe, run.seed):
+            pass
+        state = grouped[-1][i].state
+        assert state.keys() == model.state_dict().keys() and len(alone) == len(grouped)
+        for name, tensor in model.state_dict().items():
+            assert state[name].shape == tensor.shape
+            assert torch.allclose(state[name], tensor, atol=1e-5), name
+
+
+def test_runs_holding_out_different_validation_splits_never_share_a_group():
+    with pytest.raises(RecipeError, match="must share validation"):
+        list(train_runs(TinyMLP, [Run(1, RECIPE), Run(2, RECIPE.replace(validation=0.2))], _data()))
 
 
 def test_a_diverging_network_gives_every_run_no_answers():

@@ -27,7 +27,7 @@ LAYERS = {
     #    spec, generate, and their helpers (idx files, costs, fusion of runs, CUDA graphs, completeness counts)
     1: ["netzoo.idx", "netzoo.datasets", "netzoo.results", "netzoo.claims", "netzoo.lenses", "netzoo.recipe",
         "netzoo.spec", "netzoo.generate", "netzoo.render", "netzoo.families", "netzoo.zoo", "netzoo.measure",
-        "netzoo.fuse", "netzoo.fuse_optim", "netzoo.graphs", "netzoo.completeness"],
+        "netzoo.fuse", "netzoo.fuse_optim", "netzoo.graphs", "netzoo.completeness", "netzoo.weights"],
     # 2: ONE trainer, and the rows of a trained run
     2: ["netzoo.train", "netzoo.write"],
     # 3: jobs / plan (what to train): the job and its keys, shards, the folder's identity, which runs share a group
@@ -37,7 +37,8 @@ LAYERS = {
     # 5: commands' libraries: run a job, sweep, benchmarks, status, verify, compact; analysis (reads results
     #    only through netzoo.results), and the report that assembles it
     5: ["netzoo.runner", "netzoo.sweep", "netzoo.benchmarks", "netzoo.benchmarks.study", "netzoo.benchmarks.volume",
-        "netzoo.benchmarks.fusion", "netzoo.benchmarks.gpu_check", "netzoo.status", "netzoo.verify", "netzoo.compact", "netzoo.report", "analysis"],
+        "netzoo.benchmarks.fusion", "netzoo.benchmarks.gpu_check", "netzoo.status", "netzoo.verify", "netzoo.compact",
+        "netzoo.export", "netzoo.report", "analysis"],
     # 6: the command line
     6: ["netzoo.cli"],
 }
@@ -165,9 +166,15 @@ def _definitions() -> Counter:
     return names
 
 
+# Two jobs under one name, each its module's contract: netzoo.zoo.load_network(zoo_dir, name) builds a zoo's
+# untrained network, netzoo.results.load_network(results_dir, network, …) a trained run's (issue 14).
+DEFINED_TWICE = {"load_network": 2}
+
+
 @pytest.mark.parametrize("helper", HELPERS)
 def test_each_helper_is_defined_once(helper):
-    assert _definitions()[helper] == 1, f"{helper} is defined {_definitions()[helper]} times"
+    times = DEFINED_TWICE.get(helper, 1)
+    assert _definitions()[helper] == times, f"{helper} is defined {_definitions()[helper]} times"
 
 
 def test_no_second_natural_sort_train_size_or_device_helper_under_another_name():
@@ -201,7 +208,7 @@ def test_every_report_module_takes_tables_and_results_dir():
         tree = ast.parse(MODULES[name].read_text())
         (func,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "report_sections"]
         args = [a.arg for a in func.args.args]
-        assert args == ["tables", "results_dir"] and len(func.args.defaults) == 1, (name, args)
+        assert args == ["tables", "results_dir", "select_on"] and len(func.args.defaults) == 2, (name, args)
 
 
 def test_the_architecture_doc_names_every_module_and_its_layer():

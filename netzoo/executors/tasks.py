@@ -27,7 +27,7 @@ from netzoo.datasets import cached_dataset
 from netzoo.devices import device_name
 from netzoo.errors import FusionError
 from netzoo.grouping import MAX_GROUP_RUNS, fusion_pays, group_key
-from netzoo.identity import check_dataset
+from netzoo.identity import check_dataset, check_split
 from netzoo.jobs import Outcome, Task, TrainJob
 from netzoo.train import Run, train_runs
 from netzoo.write import RunFacts, write_run
@@ -36,11 +36,24 @@ from netzoo.zoo import load_network, manifest_rows
 log = logging.getLogger(__name__)
 
 
+def job_data(job: TrainJob, device: str):
+    """The job's dataset on ``device`` with its recipe's validation split held out (the positions DIR/splits/
+    records: every worker and network trains on the same samples), decoded and split once per process."""
+    return _split_data(job.results, job.dataset, job.data_root, job.download, device, job.recipe.validation)
+
+
+@functools.lru_cache(maxsize=4)
+def _split_data(results, dataset: str, root, download: bool, device: str, fraction: float):
+    data = cached_dataset(dataset, root, download, device)
+    return data.with_validation(fraction, indices=check_split(results, data, fraction)) if fraction else data
+
+
 def _write(job: TrainJob, task: Task, epochs: list, facts: RunFacts, device: str) -> Outcome:
-    """Write ``task``'s parts from its EpochResults and facts; return its Outcome (``job``: the task's recipe)."""
+    """Write ``task``'s parts (and the weights its EpochResults carry) from its EpochResults and facts; return
+    its Outcome (``job``: the task's recipe)."""
     data = cached_dataset(job.dataset, job.data_root, job.download, device)
     write_run(job.results, task.key, job.recipe, job.dataset, manifest_rows(job.zoo)[task.network], epochs,
-              data.y_test.cpu().numpy(), data.classes, facts)
+              data.y_test.cpu().numpy(), data.classes, facts, weights_dtype=job.weights_dtype)
     return Outcome(task.network, task.seed, facts.status, len(epochs), facts.error, facts.wall_time_s,
                    task.recipe_hash)
 
@@ -68,7 +81,7 @@ def train_task(job: TrainJob, task: Task, device: str) -> Outcome:
     (its error recorded) without stopping the caller."""
     start = time.perf_counter()
     job = job.part(task.recipe_hash)
-    data = cached_dataset(job.dataset, job.data_root, job.download, device)
+    data = job_data(job, device)
     batch_size, oom_retries, error = job.recipe.batch_size, 0, None
     cuda = torch.device(device).type == "cuda"
     while True:
@@ -77,7 +90,8 @@ def train_task(job: TrainJob, task: Task, device: str) -> Outcome:
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             for results in train_runs(_build(job, task), [Run(task.seed, job.recipe)], data, device,
-                                      lenses=job.lenses, batch_size=batch_size, graphs=job.cuda_graphs):
+                                      lenses=job.lenses, batch_size=batch_size, states=job.save_weights,
+                                      graphs=job.cuda_graphs):
                 epochs.append(results[0])
             status = epochs[-1].status
             break
@@ -102,15 +116,15 @@ def train_group(job: TrainJob, tasks: list[Task], device: str) -> list[Outcome]:
     """Train ``tasks`` (runs of one network of equal ``group_key``, their keys claimed) as one group and write
     each one's parts; a group that cannot be fused or fails trains its tasks one at a time (``train_task``)."""
     start = time.perf_counter()
-    data = cached_dataset(job.dataset, job.data_root, job.download, device)
     parts = [job.part(t.recipe_hash) for t in tasks]
+    data = job_data(parts[0], device)  # one validation fraction in a group (group_key)
     trained: list[list] = [[] for _ in tasks]
     try:
         if torch.device(device).type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         builds = [_build(job, t) for t in tasks]
         for results in train_runs(builds, [Run(t.seed, p.recipe) for t, p in zip(tasks, parts)], data, device,
-                                  lenses=job.lenses, graphs=job.cuda_graphs):
+                                  lenses=job.lenses, states=job.save_weights, graphs=job.cuda_graphs):
             for i, result in results.items():
                 trained[i].append(result)
     except FusionError as exc:
