@@ -403,7 +403,6 @@ class _Group:
                 warmup=WARMUP_STEPS if self.graphed is None else RECAPTURE_WARMUP))
         return self.graphed[1](rows)
 
-
     def lrs(self) -> list[float]:
         """Each run's current learning rate."""
         if self.per_run:
