@@ -21,7 +21,7 @@ SEED_FLAGS  := $(if $(SEEDS),--seeds $(SEEDS),)
 GPU_FLAGS   := $(if $(GPUS),--device $(shell echo $(GPUS) | sed -E 's/(^|,)([0-9]+)/\1cuda:\2/g'),)
 NET_FLAGS   := $(if $(NETWORKS),--networks '$(NETWORKS)',)
 
-.PHONY: help venv demo test generate train report bench study-variance sweep status clean
+.PHONY: help venv demo test generate train report bench gpu-check study-variance sweep status clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed -E 's/:.*## /\t/'
@@ -56,8 +56,11 @@ status: venv  ## done / failed / left per family
 report: venv  ## write results/DATASET/report/index.html
 	$(NETZOO) report --results $(RESULTS)
 
-bench: venv  ## the study's way of training vs netzoo's, written to docs/benchmarks.md
+bench: venv  ## the study's way vs netzoo one run at a time vs fused (8 seeds), a 32-run sweep: docs/benchmarks.md
 	$(NETZOO) bench --dataset $(DATASET) --epochs $(EPOCHS)
+
+gpu-check: venv  ## issue 15's GPU figures in one run of < 8 min (DATA_ROOT=… for real MNIST): results/gpu-check/
+	$(BIN)/python -m netzoo.benchmarks.gpu_check --out results/gpu-check $(DATA_FLAGS)
 
 study-variance: venv  ## the one-hidden-layer variance-as-size study (DATASET, DATA_ROOT, SEEDS)
 	$(NETZOO) generate --spec variance --dataset $(DATASET) --out zoo/variance-$(DATASET)

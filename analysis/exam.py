@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.population import (BASIC, GOLD, GOOD, METRIC, basic_row, for_recipe, mean_over_seeds, per_epoch,
-                                 population, resolve_epoch, selection_metric, selection_note, split_of)
+from analysis.population import (BASIC, GOLD, GOOD, METRIC, basic_row, for_recipe, left_out_note, mean_over_seeds,
+                                 per_epoch, population, resolve_epoch, selection_metric, selection_note, split_of)
 from analysis.samples import q8_samples
 from netzoo.errors import NetzooError, ResultsError
 
@@ -96,9 +96,30 @@ def cost_by_group(tables, cost: str, metric: str = METRIC, epoch: int | None = N
     return by_group(pop, value)
 
 
+def amortised_note(tables, recipe: str | None = None) -> str:
+    """What a reader of training times must know when some runs trained as fused groups (networks column
+    ``fused_runs`` > 1, issue 15): their time is the group's divided by its runs, or '' when every run trained
+    alone."""
+    networks = for_recipe(tables, recipe).networks
+    if "fused_runs" not in networks.columns:
+        return ""
+    fused = networks["fused_runs"].fillna(1) > 1
+    if not fused.any():
+        return ""
+    return (f"{int(fused.sum())} of {len(networks)} runs trained in fused groups of up to "
+            f"{int(networks['fused_runs'].max())} runs (networks.fused_runs): their training time is the group's "
+            f"time divided by its runs, an amortised share, not what one run takes alone.")
+
+
 def q3_train_time(tables, **kw) -> pd.DataFrame:
-    """Training time in seconds up to the epoch (seed mean) per family, activation and cell."""
-    return cost_by_group(tables, "train_time_s", **kw)
+    """Training time in seconds up to the epoch (seed mean) per family, activation and cell; attrs["notes"] says
+    when times are a fused group's share (amortised_note)."""
+    frame = cost_by_group(tables, "train_time_s", **kw)
+    note = amortised_note(tables, kw.get("recipe"))
+    # notes replace the CLI's closing left-out note: so they end with it (as label-issues' do)
+    left_out = left_out_note(frame.attrs.get("left_out", 0)).strip()
+    frame.attrs["notes"] = [note] + ([left_out] if left_out else []) if note else []
+    return frame
 
 
 def q4_params(tables, **kw) -> pd.DataFrame:

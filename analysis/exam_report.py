@@ -129,6 +129,8 @@ def _cost_builder(cost: str):
                         f"{num(pop[value].median())} for all networks.")
         if basic is not None:
             finding += f" {BASIC}: {num(basic[value])}."
+        if cost == "train_time_s" and (note := exam.amortised_note(tables)):
+            finding += f" {note}"
         finding += left_out_note(pop.attrs["left_out"])
         ref = None if basic is None else float(basic[value])
         name = label(cost)

@@ -160,9 +160,14 @@ def zoo_show(name, zoo_dir) -> None:
               help="keep each run's state dict (safetensors, RESULTS/weights/) after its last epoch, every epoch, or none")
 @click.option("--weights-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="dtype of the saved floating-point tensors")
+@click.option("--fuse", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: a network's runs (seeds, a sweep's recipes) train as one fused group where it pays; "
+                   "off: one run at a time")
+@click.option("--no-cuda-graphs", is_flag=True, help="CUDA: step eagerly, never replaying a captured training step")
 @click.option("--quiet", is_flag=True, help="no progress bar; only the summary line")
 def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seeds, shard, workers, device,
-          recipe_ref, executor, address, gpus_per_task, no_lenses, save_weights, weights_dtype, quiet) -> None:
+          recipe_ref, executor, address, gpus_per_task, no_lenses, save_weights, weights_dtype, fuse, no_cuda_graphs,
+          quiet) -> None:
     """Train every network of a zoo and record each epoch, every test prediction and the trained weights under
     --results.
 
@@ -182,7 +187,8 @@ def train(zoo_dir, dataset, data_root, download, results, epochs, networks, seed
     job = _train_job(zoo_dir, dataset, results, data_root=data_root, download=download, epochs=epochs,
                      networks=networks, seeds=seeds, shard=shard, workers=workers, device=device, recipe=recipe_ref,
                      executor=executor, address=address, gpus_per_task=gpus_per_task, lenses=not no_lenses,
-                     save_weights=save_weights, weights_dtype=weights_dtype, quiet=quiet)
+                     save_weights=save_weights, weights_dtype=weights_dtype, fuse=fuse,
+                     cuda_graphs=not no_cuda_graphs, quiet=quiet)
     summary = run_job(job)
     click.echo(summary.line())
     if summary.failed:
@@ -316,10 +322,12 @@ def exam(question, results, as_csv, epoch, known_label_errors, network, select_o
 @click.option("--epochs", type=int, default=4, show_default=True)
 @click.option("--repeat", type=int, default=3, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if present)")
+@click.option("--seeds", type=int, default=None, help="seeds per network of the sample (default 8)")
 @click.option("--doc", type=PATH, default=Path("docs/benchmarks.md"), show_default=True,
               help="markdown file whose benchmark section is rewritten")
-def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
-    """Time the study's way of training against netzoo's on the same sample, and record it in docs/benchmarks.md.
+def bench(dataset, data_root, epochs, repeat, device, seeds, doc) -> None:
+    """Time the study's way of training against netzoo's, one run at a time and fused, on the same sample (and a
+    32-run sweep of one network), and record it in docs/benchmarks.md.
 
     Example:
 
@@ -328,7 +336,7 @@ def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
     from netzoo.benchmarks.study import run_benchmark
 
     result = run_benchmark(dataset=dataset, data_root=data_root, epochs=epochs, repeat=repeat,
-                           device=device, doc=doc)
+                           device=device, doc=doc, seeds=seeds)
     click.echo(result.table())
 
 
@@ -344,9 +352,12 @@ def bench(dataset, data_root, epochs, repeat, device, doc) -> None:
 @click.option("--seeds", default=None, help="training seeds S[,S…] (default 42); each recipe trains once per seed")
 @click.option("--device", default=None, help="cpu, cuda, or cuda:0,cuda:1,… (default: cuda if present)")
 @click.option("--workers", type=int, default=None, help="worker processes (default: as for netzoo train)")
+@click.option("--fuse", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: a network's runs (seeds, a sweep's recipes) train as one fused group where it pays; "
+                   "off: one run at a time")
 @click.option("--quiet", is_flag=True, help="no progress bars; only the summary line")
 def sweep(grid, zoo_dir, dataset, data_root, download, results, networks, epochs, seeds, device, workers,
-          quiet) -> None:
+          fuse, quiet) -> None:
     """Train a subset of the zoo under every recipe of GRID (a shipped name or a PATH.toml).
 
     Shipped grids: optimizers, regularisation, lr, batch-size, batch-norm, depth-width, deep-mlp, early-stopping.
@@ -359,7 +370,7 @@ def sweep(grid, zoo_dir, dataset, data_root, download, results, networks, epochs
 
     summary = run_sweep(grid, zoo=zoo_dir, dataset=dataset, data_root=data_root, download=download,
                         results=results, networks=networks, epochs=epochs, seeds=_ints(seeds),
-                        device=device, workers=workers, quiet=quiet, echo=None if quiet else click.echo)
+                        device=device, workers=workers, quiet=quiet, echo=None if quiet else click.echo, fuse=fuse)
     click.echo(summary.line())
     if summary.failed:
         sys.exit(1)

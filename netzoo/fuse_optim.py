@@ -82,8 +82,17 @@ class RunOptimizer:
         self._settings = [_settings(o) for o in self.per_run]
         self._lrs: list[float] = []
         self._groups: list[tuple[int, int, dict]] = []  # (first run, end run, settings with lr)
-        self.step_count = 0
+        self._steps: list[list[torch.Tensor]] = []       # per group, per parameter: the update's step count
+        self.carried_steps: list[torch.Tensor] | None = None  # a previous RunOptimizer's counts (see carry)
+        self.step_count = 0  # steps taken in Python (a replayed CUDA graph steps without it)
         self.state: dict[str, list[torch.Tensor]] = {}
+
+    def carry(self, old: RunOptimizer, index: torch.Tensor) -> None:
+        """Go on from ``old``'s state for the runs ``index`` of it (a group that some runs left): moments and
+        buffers sliced along the run dimension, step counts as ``old``'s updates counted them."""
+        self.state = {k: [t.index_select(0, index) for t in v] for k, v in old.state.items()}
+        self.step_count = old.step_count
+        self.carried_steps = old._steps[0] if old._steps else None
 
     @property
     def lr(self) -> torch.Tensor:
@@ -110,13 +119,21 @@ class RunOptimizer:
                 start = r
         tensors = {"params": self.params, **self.state}
         self._slices = [{name: [t[a:b] for t in values] for name, values in tensors.items()} for a, b, _ in self._groups]
-        self._steps = [self._step_tensors(group) for _, _, group in self._groups]
+        counted = self._steps[0] if self._steps else self.carried_steps
+        self._steps = [self._step_tensors(group, counted) for _, _, group in self._groups]
 
-    def _step_tensors(self, group: dict) -> list[torch.Tensor]:
-        """Per parameter, the step count as torch.optim keeps it (on the device for fused/capturable updates)."""
+    def _step_tensors(self, group: dict, counted: list[torch.Tensor] | None) -> list[torch.Tensor]:
+        """Per parameter, the step count as torch.optim keeps it (on the device for fused/capturable updates):
+        copied from the step tensors the updates have counted so far (``counted``), else from ``step_count``.
+        The updates count on their own tensors (in place, also inside a replayed CUDA graph, where no Python runs
+        to count), so those, not ``step_count``, carry the count across a regroup."""
         on_device = group.get("fused") or group.get("capturable")
-        return [torch.tensor(float(self.step_count), dtype=torch.float32, device=p.device if on_device else "cpu")
-                for p in self.params]
+        steps = []
+        for i, p in enumerate(self.params):
+            where = p.device if on_device else "cpu"
+            steps.append(counted[i].detach().to(where, torch.float32, copy=True) if counted is not None else
+                         torch.tensor(float(self.step_count), dtype=torch.float32, device=where))
+        return steps
 
     def _init_state(self) -> None:
         """Zeros, as torch.optim starts them, for every state tensor some run needs."""

@@ -11,6 +11,7 @@ what they report for each.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +19,12 @@ from netzoo import results as res
 from netzoo.claims import held_keys
 from netzoo.datasets import cached_dataset, dataset_info
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
+from netzoo.grouping import FUSE_MODES
 from netzoo.identity import check_dataset, check_folder, check_split, record_job
 from netzoo.recipe import Recipe
 from netzoo.shards import in_turn, own_share
 from netzoo.weights import SAVE_WEIGHTS, WEIGHTS_DTYPES
-from netzoo.zoo import check_files, manifest_rows, matching
+from netzoo.zoo import check_files, manifest_rows, matching, natural_key
 
 MAX_SEED = 2**63 - 1  # seeds are stored as int64; torch.manual_seed takes up to 2**64 - 1
 
@@ -60,6 +62,11 @@ class TrainJob:
     quiet: bool = False
     save_weights: str = "last"          # the state dicts kept: after the last epoch, every epoch, or none
     weights_dtype: str = "float32"      # float32 or float16 (of the floating-point tensors)
+    fuse: str = "auto"                  # auto: a network's runs train as one fused group where it pays; off: alone
+    cuda_graphs: bool = True            # CUDA: replay each full-size training step from a CUDA graph (netzoo.graphs)
+    # A sweep's (recipe, zoo) pairs, trained as one job so that a network's runs under several recipes can share a
+    # group (netzoo.grouping); empty: the job's one recipe on its one zoo. ``recipe`` and ``zoo`` are the first's.
+    sweep: tuple[tuple[Recipe, Path], ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once
@@ -72,10 +79,34 @@ class TrainJob:
             raise NetzooError("--seeds: give at least one training seed, e.g. --seeds 42.")
         if self.workers is not None and self.workers < 1:
             raise NetzooError(f"--workers must be >= 1, got {self.workers}.")
+        if self.fuse not in FUSE_MODES:
+            raise NetzooError(f"--fuse {self.fuse!r}: allowed {', '.join(FUSE_MODES)}.")
+        if self.sweep:
+            set_(self, "sweep", tuple((recipe, Path(zoo)) for recipe, zoo in self.sweep))
+            set_(self, "recipe", self.sweep[0][0])
+            set_(self, "zoo", self.sweep[0][1])
+            hashes = [recipe.hash for recipe, _ in self.sweep]
+            if len(set(hashes)) < len(hashes):
+                raise RecipeError("a job's recipes must differ: two of them have the same hash.")
         dataset_info(self.dataset)  # unknown names stop here, with the known ones listed
         if self.save_weights not in SAVE_WEIGHTS or self.weights_dtype not in WEIGHTS_DTYPES:
             raise NetzooError(f"--save-weights {self.save_weights!r} --weights-dtype {self.weights_dtype!r}: allowed "
                               f"{'|'.join(SAVE_WEIGHTS)} and {'|'.join(WEIGHTS_DTYPES)}.")
+
+    def parts(self) -> list[TrainJob]:
+        """One job per recipe (``sweep``), each with its one recipe and zoo; [self] for a job of one recipe."""
+        if not self.sweep:
+            return [self]
+        return [dataclasses.replace(self, recipe=recipe, zoo=zoo, sweep=()) for recipe, zoo in self.sweep]
+
+    def part(self, recipe_hash: str) -> TrainJob:
+        """The one-recipe job of ``parts()`` whose recipe has this hash (a Task's ``recipe_hash``); KeyError if none."""
+        if not self.sweep and recipe_hash == self.recipe.hash:
+            return self
+        for recipe, zoo in self.sweep:
+            if recipe.hash == recipe_hash:
+                return dataclasses.replace(self, recipe=recipe, zoo=zoo, sweep=())
+        raise KeyError(f"recipe {recipe_hash} is not one of this job's")
 
 
 @dataclass(frozen=True)
@@ -103,6 +134,12 @@ class Outcome:
     epochs_done: int = 0
     error: str | None = None
     wall_time_s: float = 0.0
+    recipe_hash: str | None = None  # the Task's (a job may hold several recipes)
+
+    @property
+    def key(self) -> tuple[str, str | None, int]:
+        """(network, recipe_hash, seed), as the Task's."""
+        return (self.network, self.recipe_hash, self.seed)
 
 
 def check_fits(job: TrainJob, names: list[str]) -> None:
@@ -127,9 +164,18 @@ def check_fits(job: TrainJob, names: list[str]) -> None:
 
 
 def all_keys(job: TrainJob) -> list[tuple[str, str, int]]:
-    """Every key of the job, all shards together, in a fixed order (network natural order, then seed): the
-    zoo's networks matching ``--networks`` GLOB[,GLOB…] (netzoo.zoo.matching), an UnknownNetworkError when none
-    does."""
+    """Every key of the job, all shards together, in a fixed order (network natural order, then recipe in the
+    job's order, then seed): the zoo's networks matching ``--networks`` GLOB[,GLOB…] (netzoo.zoo.matching), an
+    UnknownNetworkError when none does."""
+    if job.sweep:
+        keys = [(k, i) for i, part in enumerate(job.parts()) for k in _recipe_keys(part)]
+        seeds = {seed: i for i, seed in enumerate(job.seeds)}
+        return [k for k, _ in sorted(keys, key=lambda ki: (natural_key(ki[0][0]), ki[1], seeds[ki[0][2]]))]
+    return _recipe_keys(job)
+
+
+def _recipe_keys(job: TrainJob) -> list[tuple[str, str, int]]:
+    """The keys of a job of one recipe (see all_keys)."""
     names = matching(manifest_rows(job.zoo), (job.networks or "").split(","))
     if not names:
         every = matching(manifest_rows(job.zoo), [])
@@ -156,15 +202,20 @@ def plan(job: TrainJob) -> list[Task]:
     """
     res.results_folder(job.results, create=True)
     keys = all_keys(job)
-    rows = manifest_rows(job.zoo)
-    architectures = {name: rows[name]["arch_id"] for name in dict.fromkeys(k[0] for k in keys)}
-    check_files(job.zoo, architectures)  # an edited file is refused before anything trains, not recorded as failed
     found = res.scan(job.results)
-    check_folder(job, architectures, found)
+    parts = job.parts()
+    architectures = []
+    for part in parts:  # one check per recipe, each against its own zoo
+        rows = manifest_rows(part.zoo)
+        names = dict.fromkeys(k[0] for k in keys if k[1] == part.recipe.hash)
+        architectures.append({name: rows[name]["arch_id"] for name in names})
+        check_files(part.zoo, architectures[-1])  # an edited file is refused before anything trains
+        check_folder(part, architectures[-1], found)
     data = cached_dataset(job.dataset, job.data_root, job.download, job.devices[0])
     check_dataset(job, data)
-    check_split(job.results, data, job.recipe.validation)  # the recipe's validation split, drawn once per folder
-    record_job(job, architectures)
+    for part, recorded in zip(parts, architectures):  # one record and validation split per recipe
+        check_split(job.results, data, part.recipe.validation)  # drawn once per folder
+        record_job(part, recorded)
     res.quarantine(job.results, found.problems, keep=held_keys(job.results))
     return [Task(network, seed, recipe_hash, share) for share, (network, recipe_hash, seed) in in_turn(keys, job.shard)
             if (network, recipe_hash, seed) not in found.complete]

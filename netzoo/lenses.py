@@ -78,13 +78,9 @@ class _GradStats:
     pending: list[torch.Tensor] = field(default_factory=list)  # (units,) row norms of steps not yet folded
     steps: int = 0                         # host-side counter: no sync
 
-    def update(self, grad: torch.Tensor) -> None:
-        """Record one step's gradient, without reading anything back to the host."""
-        grad = grad.detach()
-        self.add(torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1))  # (units,)
-
     def add(self, rows: torch.Tensor) -> None:
-        """Record one step's per-unit gradient norms (units,) (a fused group computes all runs' at once)."""
+        """Record one step's per-unit gradient norms (units,) without reading anything back to the host (the
+        hook computes every run's at once)."""
         self.pending.append(rows if rows.dtype == torch.float32 else rows.float())
         self.steps += 1
         if len(self.pending) >= self.FOLD:
@@ -220,6 +216,8 @@ class Lenses:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._eval_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._fused = fused
+        self._static: list | None = None   # while a CUDA graph captures a step: (stats, static rows) per hook call
+        self._replayed: list = []          # what the last capture recorded
         seen_params: set[int] = set()
         for path, module in layout.named_modules():
             if isinstance(module, WEIGHT_LAYERS) and getattr(module, "weight", None) is not None:
@@ -230,22 +228,44 @@ class Lenses:
                 units = int(module.weight.shape[0])
                 stats = [_GradStats() for _ in range(runs)]
                 self._weights.append((path, type(module).__name__, units, stats))
-                hook = self._fused_grad_hook(stats, units) if fused else \
-                    (lambda param, s=stats[0]: s.update(param.grad) if param.grad is not None else None)
-                self._handles.append(weight.register_post_accumulate_grad_hook(hook))
+                self._handles.append(weight.register_post_accumulate_grad_hook(self._grad_hook(stats, units)))
             elif isinstance(module, ACTIVATIONS):
                 self._sites.append(_Site(path=path, module=targets[path], threshold=_threshold(module),
                                          calls=[[] for _ in range(runs)]))
 
-    def _fused_grad_hook(self, stats: list[_GradStats], units: int):
-        """A hook recording each run's row norms of a fused weight's gradient (R, units, …): one kernel for all."""
+    def _grad_hook(self, stats: list[_GradStats], units: int):
+        """A hook recording each run's row norms of a weight's gradient ((R, units, …) fused, (units, …) alone):
+        one kernel for all runs."""
         def hook(param: torch.Tensor) -> None:
             if param.grad is None:
                 return
             rows = torch.linalg.vector_norm(param.grad.detach().reshape(self.runs, units, -1), dim=2)  # (R, units)
-            for run_stats, run_rows in zip(stats, rows):
-                run_stats.add(run_rows)
+            if self._static is not None:  # a CUDA graph captures this step: recorded after each replay
+                self._static.append((stats, rows))
+            else:
+                self._add(stats, rows)
         return hook
+
+    @staticmethod
+    def _add(stats: list[_GradStats], rows: torch.Tensor) -> None:
+        for run_stats, run_rows in zip(stats, rows):
+            run_stats.add(run_rows)
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[Lenses]:
+        """Around the capture of a training step as a CUDA graph (netzoo.graphs): the gradient hooks keep their
+        per-unit norms as the graph's static outputs, which ``replayed()`` records after each replay."""
+        self._static = []
+        try:
+            yield self
+        finally:
+            self._replayed, self._static = self._static, None
+
+    def replayed(self) -> None:
+        """Record the gradient norms of the training step a CUDA graph just replayed (a copy: the next replay
+        overwrites them)."""
+        for stats, rows in self._replayed:
+            self._add(stats, rows.clone())
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[Lenses]:

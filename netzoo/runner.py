@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from netzoo import results as res
@@ -35,6 +35,7 @@ class Summary:
     lost: int = 0       # keys one of this run's workers claimed and never finished (it died), still not whole
     elsewhere: int = 0  # keys another live worker (another process or machine) holds at the end: it trains them
     left: int = 0       # keys neither whole nor held by a live worker at the end: rerunning trains them
+    recipes: dict = field(default_factory=dict)  # a job of several recipes (a sweep): recipe hash -> its Summary
 
     def count(self, status: str) -> int:
         """Outcomes with this status."""
@@ -73,7 +74,9 @@ def run_job(job: TrainJob) -> Summary:
 
     start = time.perf_counter()
     tasks = plan(job)
-    total = len(all_keys(job)) - len(tasks)  # whole before this run
+    keys = all_keys(job)
+    planned = [t.key for t in tasks]
+    total = len(keys) - len(tasks)  # whole before this run
     log.info("%d task(s) to train, %d already complete, on %s", len(tasks), total, ",".join(job.devices))
     bar = tqdm(total=len(tasks), unit="net", disable=job.quiet or not tasks, dynamic_ncols=True,
                desc=f"train {job.zoo.name}")
@@ -111,6 +114,17 @@ def run_job(job: TrainJob) -> Summary:
     finally:
         bar.close()
     orphans = {t.key for t in left if t.key not in held}
-    return Summary(results=job.results, outcomes=outcomes, already_complete=total,
-                   wall_time_s=time.perf_counter() - start, lost=len(orphans & lost), left=len(orphans - lost),
-                   elsewhere=sum(t.key in held for t in left))
+    elsewhere = {t.key for t in left if t.key in held}
+    wall = time.perf_counter() - start
+
+    def summary(mine=lambda key: True) -> Summary:
+        return Summary(results=job.results, outcomes=[o for o in outcomes if mine(o.key)],
+                       already_complete=sum(map(mine, keys)) - sum(map(mine, planned)), wall_time_s=wall,
+                       lost=sum(map(mine, orphans & lost)), left=sum(map(mine, orphans - lost)),
+                       elsewhere=sum(map(mine, elsewhere)))
+
+    whole = summary()
+    if job.sweep:
+        whole.recipes = {part.recipe.hash: summary(lambda key, h=part.recipe.hash: key[1] == h)
+                         for part in job.parts()}
+    return whole

@@ -83,9 +83,14 @@ NETWORKS = _schema(
         ("last_batch_merged", pa.bool_(), "whether each epoch's final batch of one sample was merged into the batch "
                                           "before (networks with BatchNorm only: it cannot train on one sample)"),
         ("oom_retries", pa.int64(), "CUDA out-of-memory retries"),
-        ("train_time_s", pa.float64(), "seconds of training steps, all epochs (device synchronised)"),
-        ("eval_time_s", pa.float64(), "seconds of test (and validation) evaluation, all epochs"),
-        ("wall_time_s", pa.float64(), "seconds from loading the network to writing its results"),
+        ("fused_runs", pa.int64(), "runs trained together as one fused group (netzoo.fuse), this one included; 1: "
+                                   "alone. A group's times are shared: each run is charged its share"),
+        ("train_time_s", pa.float64(), "seconds of training steps, all epochs (device synchronised; in a fused "
+                                       "group, the group's time divided by the runs training each epoch)"),
+        ("eval_time_s", pa.float64(), "seconds of test (and validation) evaluation, all epochs (a fused group's "
+                                      "divided by its runs)"),
+        ("wall_time_s", pa.float64(), "seconds from loading the network to writing its results (a fused group's "
+                                      "divided by its runs)"),
         ("peak_memory_bytes", pa.int64(), "peak device memory while training (CUDA: max_memory_allocated; CPU: null)"),
         ("device", pa.string(), "device it trained on, e.g. cpu or cuda:0 (NVIDIA H100 80GB HBM3)"),
         ("threads", pa.int64(), "torch intra-op threads of the worker"),

@@ -114,12 +114,15 @@ def check_selection(manifest: pd.DataFrame, selection: Selection, where: str) ->
 def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, data_root=None, download: bool = False,
               results: str | Path = "results/sweep", networks: str | None = None, epochs: int | None = None,
               seeds: list[int] | None = None, device: str | None = None, workers: int | None = None,
-              quiet: bool = False, echo: Callable[[str], object] | None = None) -> SweepSummary:
+              quiet: bool = False, echo: Callable[[str], object] | None = None, fuse: str = "auto") -> SweepSummary:
     """Train the grid's networks (or ``networks`` globs) of ``zoo`` under every recipe of ``grid`` into ``results``.
 
-    A grid with a ``spec`` generates that zoo under RESULTS/zoos/<spec>/ instead of using ``zoo``. ``epochs``
-    overrides every recipe's epochs (a new hash). ``echo(text)`` receives the plan and each recipe's summary
-    line as they come (the CLI prints them; nothing is printed here). Returns a SweepSummary; rerunning resumes.
+    Every recipe trains in one job (``TrainJob.sweep``), so that a network's runs under recipes that differ only
+    in numbers (lr, weight decay, momentum, init, dropout, …) train as one fused group where it pays
+    (``fuse``: auto or off, netzoo.grouping). A grid with a ``spec`` generates that zoo under
+    RESULTS/zoos/<spec>/ instead of using ``zoo``. ``epochs`` overrides every recipe's epochs (a new hash).
+    ``echo(text)`` receives the plan and each recipe's summary line (the CLI prints them; nothing is printed
+    here). Returns a SweepSummary; rerunning resumes.
     """
     from netzoo.devices import parse_devices
     from netzoo.jobs import TrainJob
@@ -150,12 +153,12 @@ def run_sweep(grid: str | Path | Grid, zoo: str | Path | None, dataset: str, dat
         echo(f"sweep {grid.name}: {len(summary.runs)} recipes x {len(names)} networks "
              f"({', '.join(names[:4])}{', …' if len(names) > 4 else ''})")
         echo(summary.plan_table().drop(columns="zoo").to_string(index=False))
-    devices = parse_devices(device)
+    job = TrainJob(zoo=zoo, results=results, dataset=dataset, data_root=data_root, download=download,
+                   sweep=tuple((run.recipe, run.zoo) for run in summary.runs), seeds=tuple(seeds) if seeds else (42,),
+                   networks=",".join(names), workers=workers, devices=parse_devices(device), quiet=quiet, fuse=fuse)
+    whole = run_job(job)
     for run in summary.runs:
-        job = TrainJob(zoo=run.zoo, results=results, dataset=dataset, data_root=data_root, download=download,
-                       recipe=run.recipe, seeds=tuple(seeds) if seeds else (42,), networks=",".join(names),
-                       workers=workers, devices=devices, quiet=quiet)
-        run.summary = run_job(job)
+        run.summary = whole.recipes[run.recipe.hash]
         if echo is not None:
             echo(f"  {run.recipe.name}: {run.summary.line()}")
     summary.wall_time_s = time.perf_counter() - start

@@ -7,7 +7,9 @@ network a builder makes and yields, after each epoch, one ``EpochResult`` per ru
 trains its network itself; R > 1 runs train as one fused module (``netzoo.fuse``: inputs (R*B, …), outputs
 (R*B, K)), so R small networks cost about as many kernel launches as one. A run whose epoch says stop (diverged,
 stopped early, its last epoch) leaves the group: the others are fused again without it, weights and optimizer
-state carried over, and go on undisturbed.
+state carried over, and go on undisturbed. A run's Dropout layers draw from its own generator
+(``netzoo.fuse.seeded_dropout``), alone as in a group, so it draws the same masks either way. On CUDA, each step of
+the full batch size can replay a captured CUDA graph (``netzoo.graphs``): the same numbers, one launch a step.
 
 Data lives on the training device for the whole run (``netzoo.datasets.load_dataset``); a batch is an index
 slice of a ``torch.randperm`` drawn on the device; the loss and accuracy accumulate on the device, and the host
@@ -31,6 +33,7 @@ trainer imports nothing above it (datasets, devices, fuse, lenses, recipe).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +48,7 @@ from torch.optim.adam import adam as functional_adam
 from netzoo.datasets import Dataset
 from netzoo.devices import sync
 from netzoo.errors import RecipeError
+from netzoo.fuse import dropout_generator, seeded_dropout
 from netzoo.recipe import Recipe
 from netzoo.weights import SAVE_WEIGHTS
 
@@ -312,16 +316,32 @@ def _run_losses(out: torch.Tensor, target: torch.Tensor, runs: int) -> torch.Ten
     return F.nll_loss(out, target, reduction="none").view(runs, -1).mean(1)
 
 
+def _train_step(module: nn.Module, params: list[torch.Tensor], step, x: torch.Tensor, target: torch.Tensor,
+                runs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step of one network or a fused group on a (R*B, …) batch: each run's mean loss (R,) and
+    count of right answers (R,), detached, on the device (no sync)."""
+    out = module(x)  # (R*B, K) log-probabilities
+    losses = _run_losses(out, target, runs)
+    for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapper
+        p.grad = None
+    losses.sum().backward()  # runs share no weight: each gets exactly its own gradient
+    step()
+    return losses.detach(), (out.detach().argmax(1) == target).view(runs, -1).sum(1)
+
+
 class _Group:
     """The module that trains the runs still in a group, and how it steps: one network with its recipe's
     optimizer (one run), or a fused module (netzoo.fuse) with one torch.optim optimizer over its stacked
-    parameters (runs equal in every UPDATE_FIELDS) or a RunOptimizer (per-run numbers)."""
+    parameters (runs equal in every UPDATE_FIELDS) or a RunOptimizer (per-run numbers); on CUDA, each step of
+    the full batch size as a replayed CUDA graph (netzoo.graphs) where ``graphs`` allows and nothing blocks it."""
 
-    def __init__(self, models: list[nn.Module], runs: list[Run], fused: bool, lenses: bool) -> None:
+    def __init__(self, models: list[nn.Module], runs: list[Run], fused: bool, lenses: bool, device,
+                 graphs: bool = False, capture=None) -> None:
         self.models, self.runs, self.fused = models, runs, fused
         self.per_run = len({tuple(getattr(r.recipe, f) for f in UPDATE_FIELDS) for r in runs}) > 1 or \
             any(r.recipe.schedule == "cosine" for r in runs) and len({r.recipe.epochs for r in runs}) > 1
         self.lenses_on = lenses
+        self.device, self.graphs, self.capture = torch.device(device), graphs, capture
         self.module = self._build(list(range(len(runs))))
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         if self.per_run:
@@ -336,6 +356,8 @@ class _Group:
             self.schedules = [make_schedule(self.optimizer, runs[0].recipe)]
             self.step = fast_step(self.optimizer, self.params)
         self.lenses = self._lenses()
+        self.graphed = None  # (the lrs it was captured with, GraphedStep)
+        self.blocked = self.graph_blockers()
 
     def _build(self, keep: list[int]) -> nn.Module:
         if not self.fused:
@@ -350,6 +372,36 @@ class _Group:
         from netzoo.lenses import Lenses
 
         return Lenses(self.module, runs=len(self.runs), layout=self.models[0] if self.fused else None)
+
+    def graph_blockers(self) -> str | None:
+        """Why this group's steps run eagerly rather than as a CUDA graph, or None (netzoo.graphs)."""
+        if not self.graphs:
+            return "CUDA graphs are off"
+        from netzoo.graphs import graph_blockers
+
+        return graph_blockers(self.module, self.device, [r.recipe.optimizer for r in self.runs],
+                              stand_in=self.capture is not None)
+
+    def train_step(self, x_train: torch.Tensor, y_train: torch.Tensor, rows: torch.Tensor):
+        """One step on rows ``rows`` (R*B,) of the training split: (losses (R,), right answers (R,)); replayed
+        from a CUDA graph when one may hold it (read the outputs before the next step)."""
+        runs = len(self.runs)
+        if self.blocked is not None:
+            return _train_step(self.module, self.params, self.step, x_train[rows], y_train[rows], runs)
+        if self.graphed is None or self.graphed[0] != self.lrs():  # the first, or a new lr: a new capture
+            from netzoo.graphs import RECAPTURE_WARMUP, WARMUP_STEPS, GraphedStep, cuda_capture
+
+            def body(static_rows: torch.Tensor):
+                return _train_step(self.module, self.params, self.step, x_train[static_rows], y_train[static_rows],
+                                   runs)
+
+            lenses = self.lenses
+            self.graphed = (self.lrs(), GraphedStep(
+                body, capturing=lenses.capturing if lenses is not None else contextlib.nullcontext,
+                replayed=lenses.replayed if lenses is not None else lambda: None,
+                capture=self.capture or cuda_capture,
+                warmup=WARMUP_STEPS if self.graphed is None else RECAPTURE_WARMUP))
+        return self.graphed[1](rows)
 
     def lrs(self) -> list[float]:
         """Each run's current learning rate."""
@@ -373,6 +425,7 @@ class _Group:
         old_params = dict(self.module.named_parameters())
         if self.lenses is not None:
             self.lenses.close()
+        self.graphed = None  # another module: another graph (after warm-up steps again)
         self.module = self._build(keep)
         self.models = [self.models[i] for i in keep]
         self.runs = [self.runs[i] for i in keep]
@@ -386,8 +439,7 @@ class _Group:
             self.run_optimizers = [self.run_optimizers[i] for i in keep]
             self.schedules = [self.schedules[i] for i in keep]
             self.optimizer = RunOptimizer(self.params, self.run_optimizers)
-            self.optimizer.state = {k: [t.index_select(0, index) for t in v] for k, v in old.state.items()}
-            self.optimizer.step_count = old.step_count
+            self.optimizer.carry(old, index)
             self.step = self.optimizer.step
         else:
             state = self.optimizer.state
@@ -399,26 +451,32 @@ class _Group:
             self.optimizer.param_groups[0]["params"] = self.params
             self.step = fast_step(self.optimizer, self.params)
         self.lenses = self._lenses()
+        self.blocked = self.graph_blockers()
 
     def close(self) -> None:
         if self.lenses is not None:
             self.lenses.close()
 
 
-def train_runs(build: Callable[[], nn.Module], runs: Sequence[Run], data: Dataset, device="cpu",
-               lenses: bool = False, batch_size: int | None = None,
-               states: str = "none") -> Iterator[dict[int, EpochResult]]:
-    """Train ``runs`` of the network ``build()`` makes; after each epoch, yield {position in ``runs``:
+def train_runs(build: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]], runs: Sequence[Run],
+               data: Dataset, device="cpu", lenses: bool = False, batch_size: int | None = None,
+               states: str = "none", graphs: bool = True, capture=None) -> Iterator[dict[int, EpochResult]]:
+    """Train ``runs`` of the network ``build()`` makes (or run i of ``build[i]()``: one network in several
+    zoo variants, e.g. a sweep's dropout probabilities); after each epoch, yield {position in ``runs``:
     EpochResult} for every run that trained that epoch.
 
     Each run is built after ``seed_everything(run.seed)`` and initialised by ``init_weights(model,
-    run.recipe.init, run.seed)``; it shuffles with ``torch.Generator(device).manual_seed(run.seed)``. A run ends
-    after an epoch that ``Stopping`` says is diverged or stopped early, or after its recipe's last epoch; the
-    others go on (see the module doc). ``lenses`` records each run's ``layers`` rows (netzoo.lenses) in
-    ``layer_rows``. ``batch_size`` overrides the recipes' (halved after a CUDA out-of-memory). ``states``: "last"
-    puts each run's state dict after its last epoch in that EpochResult's ``state`` (on the host; a fused
-    group's through ``netzoo.fuse.unfuse``), "every" after every epoch, "none" never. With a validation split in
-    ``data`` (``x_val``), each epoch is evaluated on it too, outside the lenses (they describe the test pass).
+    run.recipe.init, run.seed)``; its Dropout layers draw from ``netzoo.fuse.dropout_generator(run.seed)``
+    (``seeded_dropout``), so that it draws the same masks alone and in a group; it shuffles with
+    ``torch.Generator(device).manual_seed(run.seed)``. A run ends after an epoch that ``Stopping`` says is
+    diverged or stopped early, or after its recipe's last epoch; the others go on (see the module doc).
+    ``lenses`` records each run's ``layers`` rows (netzoo.lenses) in ``layer_rows``. ``batch_size`` overrides
+    the recipes' (halved after a CUDA out-of-memory). ``states``: "last" puts each run's state dict after its
+    last epoch in that EpochResult's ``state`` (on the host; a fused group's through ``netzoo.fuse.unfuse``),
+    "every" after every epoch, "none" never. With a validation split in ``data`` (``x_val``), each epoch is
+    evaluated on it too, outside the lenses (they describe the test pass). ``graphs``: on CUDA, replay each
+    full-size step from a CUDA graph where nothing blocks it and epochs are long enough (netzoo.graphs);
+    ``capture`` stands in for CUDA's capture (tests: on any device, whatever the epoch's length).
 
     Raises RecipeError when the runs differ in a SHARED_FIELDS field or for batch size 1 with BatchNorm, and
     FusionError (netzoo.fuse) when several runs of this network cannot train as one module (train them one at
@@ -429,6 +487,9 @@ def train_runs(build: Callable[[], nn.Module], runs: Sequence[Run], data: Datase
         raise ValueError("train_runs needs at least one run")
     if states not in SAVE_WEIGHTS:
         raise ValueError(f"states {states!r}; allowed: {', '.join(SAVE_WEIGHTS)}")
+    builds = list(build) if isinstance(build, Sequence) else [build] * len(runs)
+    if len(builds) != len(runs):
+        raise ValueError(f"train_runs got {len(builds)} builders for {len(runs)} runs; give one, or one per run")
     differ = [f for f in SHARED_FIELDS if len({getattr(r.recipe, f) for r in runs}) > 1]
     if differ:
         raise RecipeError(f"the runs of one group must share {', '.join(differ)}; train them in separate groups.")
@@ -438,15 +499,20 @@ def train_runs(build: Callable[[], nn.Module], runs: Sequence[Run], data: Datase
         torch.backends.cuda.matmul.allow_tf32 = first.allow_tf32
         torch.backends.cudnn.allow_tf32 = first.allow_tf32
     models = []
-    for run in runs:
+    for run, make in zip(runs, builds):
         seed_everything(run.seed)
-        model = build()
+        model = make()
         init_weights(model, run.recipe.init, run.seed)
-        models.append(model.to(device))
+        models.append(seeded_dropout(model, dropout_generator(run.seed, device)).to(device))
     x_train, y_train = data.x_train, data.y_train
     n_train, batch_size = len(x_train), batch_size or first.batch_size
     merge_last = merges_last_batch(models[0], n_train, batch_size)
-    group = _Group(models, runs, fused=len(runs) > 1, lenses=lenses)
+    if graphs and device.type == "cuda":
+        from netzoo.graphs import MIN_STEPS_PER_EPOCH
+
+        graphs = n_train // batch_size >= MIN_STEPS_PER_EPOCH
+    group = _Group(models, runs, fused=len(runs) > 1, lenses=lenses, device=device, graphs=graphs,
+                   capture=capture)
     live = list(range(len(runs)))  # positions in ``runs`` of the runs in the group, in its order
     generators = [torch.Generator(device).manual_seed(run.seed) for run in runs]
     stopping = [Stopping(run.recipe) for run in runs]
@@ -462,16 +528,9 @@ def train_runs(build: Callable[[], nn.Module], runs: Sequence[Run], data: Datase
             start = time.perf_counter()
             perms = torch.stack([torch.randperm(n_train, device=device, generator=generators[i]) for i in live])
             for idx in split_batches(perms, batch_size, merge_last):  # (R, B): run r's batch in row r
-                rows = idx.reshape(-1)
-                out = group.module(x_train[rows])  # (R*B, K) log-probabilities
-                target = y_train[rows]
-                losses = _run_losses(out, target, r)
-                for p in group.params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapper
-                    p.grad = None
-                losses.sum().backward()  # runs share no weight: each gets exactly its own gradient
-                group.step()
-                loss_sum += losses.detach() * idx.shape[-1]  # stays on the device: no sync per step
-                correct += (out.detach().argmax(1) == target).view(r, -1).sum(1)
+                losses, hits = group.train_step(x_train, y_train, idx.reshape(-1))
+                loss_sum += losses * idx.shape[-1]  # stays on the device: no sync per step
+                correct += hits
             sync(device)
             epoch_time = (time.perf_counter() - start) / r  # shared: each run is charged its share
             group.schedule_step()

@@ -38,6 +38,7 @@ class RunFacts:
     device: str                      # netzoo.devices.device_name
     threads: int                     # torch intra-op threads
     worker: str                      # host:pid
+    fused_runs: int = 1              # runs trained together as one fused group (1: alone)
 
 
 @functools.lru_cache(maxsize=1)

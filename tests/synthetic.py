@@ -82,7 +82,7 @@ def networks_frame(meta: pd.DataFrame, epochs: int, classes: int, recipe: str = 
                          zoo_seed=0, recipe=recipe, recipe_hash=recipe_hash,
                          recipe_json=json.dumps({"name": recipe, "epochs": epochs}), dataset=dataset,
                          status="done", error=None, epochs_done=epochs, batch_size_used=25, last_batch_merged=False,
-                         oom_retries=0,
+                         oom_retries=0, fused_runs=1,
                          eval_time_s=0.01 * epochs, peak_memory_bytes=None, device="cpu", threads=1,
                          worker="synthetic:0", netzoo_version="0.1.0", git_commit=None, torch_version="2.15",
                          finished_at=pd.Timestamp("2026-01-01", tz="UTC"))

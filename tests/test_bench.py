@@ -20,20 +20,31 @@ TINY = Path(__file__).parent / "data" / "tiny.toml"
 
 @pytest.mark.slow
 def test_benchmark_runs_and_its_section_parses(tmp_path):
+    """Every side runs on a tiny zoo (2 seeds a network, the 32-run sweep, 1 epoch): the study's way, one run at a
+    time, fused, fused without lenses; the section records their throughputs and ratios (no speed is checked)."""
     from netzoo.benchmarks.study import run_benchmark
 
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Another helper's section\n\nkept as it is\n")
-    result = run_benchmark(dataset="digits", epochs=1, repeat=1, device="cpu", doc=doc, per_family=1, spec=TINY)
-    assert len(result.reference) == len(result.netzoo) == 1
+    result = run_benchmark(dataset="digits", epochs=1, repeat=1, device="cpu", doc=doc, per_family=1, spec=TINY,
+                           seeds=2)
+    assert len(result.reference) == len(result.netzoo) == len(result.solo) == len(result.sweep) == 1
     assert set(result.families) >= {"Basic", "ResNetStyle"}  # every family of the spec, ResNetStyle included
     assert result.floor_s > 0 and result.ratio > 0
+    runs = 2 * len(result.sample)
+    assert result.reference[0].network_epochs == result.netzoo[0].network_epochs == result.solo[0].network_epochs \
+        == runs
+    assert result.sweep[0].network_epochs == result.sweep_solo[0].network_epochs == 32
+    assert result.sweep_network in result.sample
     text = doc.read_text()
     assert "kept as it is" in text and text.count(START) == 1
     section = read_section(doc)
     assert section["device"].startswith("cpu") and section["ratio"] == pytest.approx(result.ratio, abs=0.01)
+    assert section["fused_vs_solo"] > 0 and section["sweep_ratio"] > 0
     assert {"network-epochs/s", "wall time (s)", "peak memory (MiB)", "mean final test accuracy"} <= set(section["rows"])
-    assert "ratio (netzoo / reference throughput)" in result.table()
+    assert all(len(cells) == 3 for cells in section["rows"].values())  # the study's way, one at a time, fused
+    table = result.table()
+    assert "ratio (netzoo / reference throughput)" in table and "fused / one run at a time" in table
     # the third side, netzoo with --no-lenses, gives the lenses' overhead
     assert len(result.no_lenses) == 1 and result.no_lenses[0].task_s > 0 and result.netzoo[0].task_s > 0
     task_overhead, _ = result.lenses_overhead()

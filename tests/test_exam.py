@@ -69,6 +69,22 @@ def test_costs_per_family_use_the_manifest_and_seed_mean_training_time():
     assert q4.loc["Conv2d", "median"] == 2000 and q4.loc["Linear", "max"] == 10
     q3 = exam.q3_train_time(tables)  # from_curves: 1 s per epoch
     assert (q3["median"] == 1.0).all()
+    assert q3.attrs["notes"] == []  # every run trained alone: nothing to say
+
+
+def test_training_times_of_fused_groups_are_said_to_be_amortised(tmp_path):
+    """Runs trained as one fused group are each charged the group's time divided by its runs: question 3 says so,
+    in the CLI's notes and in the report's finding."""
+    from analysis.exam_report import report_sections
+
+    tables = from_curves({"LinearReLU_0": [0.9], "Conv2dReLU_0": [0.8], "Conv2dReLU_1": [0.7]})
+    tables.networks.loc[tables.networks["network"] != "LinearReLU_0", "fused_runs"] = 8
+    (note,) = exam.q3_train_time(tables).attrs["notes"]
+    assert note.startswith("2 of 3 runs trained in fused groups of up to 8 runs") and "amortised" in note
+    (q3,) = [s for s in report_sections(tables) if s.key == "q3"]
+    assert note in q3.finding
+    result = CliRunner().invoke(cli, ["exam", "3", "--results", str(write_results(tables, tmp_path))])
+    assert result.exit_code == 0 and note in result.stderr
 
 
 # --- seeds and recipes ---------------------------------------------------------------------------

@@ -472,6 +472,8 @@ def test_runs_of_different_architectures_are_refused():
         fuse([nn.Sequential(nn.Linear(8, 8)), nn.Linear(8, 8)])
     with pytest.raises(FusionError, match="differs in architecture"):
         fuse([nn.Sequential(nn.Linear(8, 8)), nn.Sequential(nn.Linear(8, 9))])
+    with pytest.raises(FusionError, match="differs in its layers"):  # a Dropout in one zoo variant only
+        fuse([nn.Sequential(nn.Linear(8, 8)), nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.2))])
     with pytest.raises(FusionError, match="differ in their settings"):
         fuse([nn.Sequential(nn.Conv2d(1, 2, 3, stride=1)), nn.Sequential(nn.Conv2d(1, 2, 3, stride=2))])
 
@@ -493,3 +495,44 @@ def test_seeded_dropout_leaves_other_layers_and_draws_from_its_generator():
     mask = SeededDropout(0.5, torch.Generator().manual_seed(0))(x)
     assert set(mask.tolist()) == {0.0, 2.0}
     assert torch.equal(mask, SeededDropout(0.5, torch.Generator().manual_seed(0))(x))
+
+
+class Shortcuts(nn.Module):
+    """Convolutions that FusedConv computes as matrix multiplies: kernels of one (one input channel, several) and
+    kernels that cover the whole input (the zoo's classifier convs), in 1, 2 and 3 dimensions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.point1 = nn.Conv2d(1, 6, kernel_size=1)
+        self.point6 = nn.Conv2d(6, 5, kernel_size=1, bias=False)
+        self.whole2d = nn.Conv2d(5, 10, kernel_size=(8, 8))
+        self.whole1d = nn.Conv1d(4, 10, kernel_size=16, bias=False)
+        self.whole3d = nn.Conv3d(1, 10, kernel_size=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.whole2d(torch.tanh(self.point6(torch.relu(self.point1(x)))))  # (N, 10, 1, 1)
+        b = self.whole1d(x.reshape(x.shape[0], 4, 16))                          # (N, 10, 1)
+        c = self.whole3d(x.reshape(x.shape[0], 1, 4, 4, 4))                     # (N, 10, 1, 1, 1)
+        return F.log_softmax(torch.flatten(a, 1) + torch.flatten(b, 1) + torch.flatten(c, 1), dim=1)
+
+
+def test_pointwise_and_whole_input_convolutions_are_matrix_multiplies_with_each_runs_numbers(digits, monkeypatch):
+    from netzoo.fuse import FusedConv
+
+    taken = []
+    for shortcut in ("_pointwise", "_full_kernel"):
+        real = getattr(FusedConv, shortcut)
+        monkeypatch.setattr(FusedConv, shortcut, lambda self, *a, real=real, name=shortcut: (
+            taken.append(name) if real(self, *a) else None) or real(self, *a))
+    solos = seeded(Shortcuts)
+    fused = fuse(solos)
+    idx = batches(digits, SEEDS, steps=1)[0]
+    out = fused(digits.x_train[idx.flatten()])
+    assert taken.count("_pointwise") == 2 and taken.count("_full_kernel") == 3
+    torch.testing.assert_close(out, each_alone(solos, digits.x_train[idx.flatten()]), rtol=0, atol=1e-5)
+    F.nll_loss(out, digits.y_train[idx.flatten()], reduction="none").view(3, -1).mean(1).sum().backward()
+    views = fused_parameter_views(fused)
+    for r, model in enumerate(solos):
+        F.nll_loss(model(digits.x_train[idx[r]]), digits.y_train[idx[r]]).backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(views[name][1][r], p.grad, rtol=1e-4, atol=1e-5)

@@ -147,11 +147,11 @@ def test_cuda_out_of_memory_is_retried_once_at_half_the_batch(zoo, tmp_path, mon
     real = tasks.train_runs
     calls = []
 
-    def flaky(build, runs, data, device, lenses=False, batch_size=None, states="none"):
+    def flaky(build, runs, data, device, lenses=False, batch_size=None, **options):
         calls.append(batch_size)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        yield from real(build, runs, data, device, lenses=lenses, batch_size=batch_size, states=states)
+        yield from real(build, runs, data, device, lenses=lenses, batch_size=batch_size, **options)
 
     monkeypatch.setattr(tasks, "train_runs", flaky)
     job = digits_job(zoo, tmp_path, networks="Basic", recipe=digits_job(zoo, tmp_path).recipe.replace(epochs=1))
@@ -264,7 +264,8 @@ def test_a_worker_that_dies_mid_task_costs_no_key(tmp_path, monkeypatch):
     marker = tmp_path / "a-worker-died"
     monkeypatch.setenv("NETZOO_TEST_MARKER", str(marker))
     monkeypatch.setenv("NETZOO_TEST_PARENT", str(os.getpid()))
-    summary = run_job(digits_job(zoo, tmp_path / "results", epochs=1, seeds=(0, 1), workers=2))
+    # --fuse off: each seed a task of its own, so that the spawned worker gets one (fused, this process takes both)
+    summary = run_job(digits_job(zoo, tmp_path / "results", epochs=1, seeds=(0, 1), workers=2, fuse="off"))
     assert marker.exists()  # a spawned worker took a key and died training it
     assert summary.count("done") == 2 and summary.failed == 0 and summary.lost == 0, summary.line()
     assert len(completed_keys(tmp_path / "results")) == 2

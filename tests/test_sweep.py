@@ -85,3 +85,43 @@ def test_a_selection_that_matches_nothing_names_the_zoos_families():
     manifest = pd.DataFrame({"network": ["Conv2dReLU_1"], "family": ["Conv2d"], "activation": ["ReLU"]})
     with pytest.raises(RecipeError, match="matches no network of the zoo; its families: Conv2d"):
         check_selection(manifest, Selection(family=("Linear",)), "grid 'x'")
+
+
+DROPOUTS = """
+[grid]
+name = "dropouts"
+spec = "depth-width"
+networks = { name = ["LinearReLU_1"] }
+[base]
+epochs = 2
+batch_norm = true
+[axes]
+dropout = [0.1, 0.3]
+lr = [0.002, 0.01]
+"""
+
+
+@pytest.mark.slow
+def test_a_sweeps_dropout_variants_of_a_network_train_as_one_group_with_the_rows_of_each_alone(tmp_path,
+                                                                                               monkeypatch):
+    """Dropout is a template option: each probability is a zoo variant, the same network but for Dropout(p). Their
+    runs (and the lrs') train as one fused group, each run drawing its own masks with its own p."""
+    import numpy as np
+
+    from netzoo.executors import tasks
+
+    groups, real = [], tasks.train_runs
+    monkeypatch.setattr(tasks, "train_runs", lambda build, runs, *a, **k: (
+        groups.append(sorted((r.recipe.dropout, r.recipe.lr) for r in runs)), real(build, runs, *a, **k))[1])
+    grid = grid_from_toml(DROPOUTS, where="dropouts.toml")
+    fused = run_sweep(grid, zoo=None, dataset="digits", results=tmp_path / "fused", seeds=[0], workers=1, quiet=True)
+    assert groups == [[(0.1, 0.002), (0.1, 0.01), (0.3, 0.002), (0.3, 0.01)]]
+    alone = run_sweep(grid, zoo=None, dataset="digits", results=tmp_path / "alone", seeds=[0], workers=1, quiet=True,
+                      fuse="off")
+    assert fused.failed == alone.failed == 0 and len(groups) == 5
+    key = ["recipe", "epoch"]
+    a, b = (load(tmp_path / side, tables=["epochs"]).epochs.sort_values(key).reset_index(drop=True)
+            for side in ("alone", "fused"))
+    pd.testing.assert_frame_equal(a[key], b[key])
+    np.testing.assert_allclose(a[["train_loss", "test_loss", "test_acc"]], b[["train_loss", "test_loss", "test_acc"]],
+                               rtol=1e-4, atol=1e-4)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netzoo.datasets import Dataset
-from netzoo.errors import FusionError, RecipeError
+from netzoo.errors import RecipeError
 from netzoo.recipe import Recipe
 from netzoo.train import Run, train_network, train_runs
 
@@ -185,19 +185,52 @@ def test_a_diverging_network_gives_every_run_no_answers():
         assert r.metrics["test_acc"] is None and r.metrics["train_acc"] is None
 
 
-def test_a_network_with_torch_dropout_cannot_train_as_a_group_and_says_so():
-    def network():
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10),
-                             nn.LogSoftmax(dim=1))
+class TinyDropout(TinyMLP):
+    """nn.Dropout, as the generated networks hold it: the trainer makes each run draw from its own generator."""
 
-    with pytest.raises(FusionError, match="Dropout"):
-        next(train_runs(network, [Run(seed, RECIPE) for seed in SEEDS], _data()))
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop1 = nn.Dropout(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.fc2(self.drop1(self.act1(self.fc1(torch.flatten(x, 1))))), dim=1)
+
+
+def test_a_network_with_dropout_trains_as_a_group_with_each_runs_masks_alone():
+    """Alone or in a group, a run's Dropout layers draw from netzoo.fuse.dropout_generator(seed): the same
+    masks, so the same numbers (before, nn.Dropout drew from torch's global generator and could not be fused)."""
+    data = _data()
+    alone = {seed: list(train_network(TinyDropout(), data, RECIPE, seed, lenses=True)) for seed in SEEDS}
+    grouped = list(train_runs(TinyDropout, [Run(seed, RECIPE) for seed in SEEDS], data, lenses=True))
+    for e, per_run in enumerate(grouped):
+        for i, result in per_run.items():
+            _same(result, alone[SEEDS[i]][e], lenses=True)
+    again = list(train_network(TinyDropout(), data, RECIPE, SEEDS[0]))
+    assert again[-1].metrics["train_loss"] == alone[SEEDS[0]][-1].metrics["train_loss"]  # masks are seeded
+
+
+def test_runs_of_one_network_in_two_dropout_variants_train_as_one_group():
+    """A sweep's dropout probabilities are zoo variants of one network: one builder per run, one group."""
+    def variant(p):
+        def build():
+            model = TinyDropout()
+            model.drop1.p = p
+            return model
+        return build
+
+    data = _data()
+    builds, runs = [variant(0.1), variant(0.5)], [Run(1, RECIPE), Run(2, RECIPE)]
+    grouped = list(train_runs(builds, runs, data))
+    for i, (build, run) in enumerate(zip(builds, runs)):
+        for e, alone in enumerate(train_network(build(), data, run.recipe, run.seed)):
+            _same(grouped[e][i], alone)
 
 
 def test_the_executor_trains_a_networks_seeds_as_one_group_with_the_rows_of_separate_training(tmp_path,
                                                                                               monkeypatch):
-    """The GPU path (seeds of a network claimed together and trained as one fused group, lenses on), here on the
-    CPU: the same keys, epochs and predictions as training each seed alone, numbers within float rounding."""
+    """``--fuse auto`` (the default) on the CPU: the seeds of each network train as one group, with the same
+    keys, epochs, predictions and lens rows as ``--fuse off`` (each seed alone), numbers within float rounding;
+    the networks table says how many runs each group held."""
     import pandas as pd
 
     from netzoo.executors import tasks
@@ -206,18 +239,20 @@ def test_the_executor_trains_a_networks_seeds_as_one_group_with_the_rows_of_sepa
     from zoo_fixture import digits_job, make_zoo
 
     zoo = make_zoo(tmp_path / "zoo", names=("LinearReLU_1", "Conv2dReLU_1"))
-    separate = run_job(digits_job(zoo, tmp_path / "separate", seeds=(1, 2, 3), lenses=True))
     groups = []
     real = tasks.train_runs
     monkeypatch.setattr(tasks, "train_runs", lambda build, runs, *a, **k: (groups.append([r.seed for r in runs]),
                                                                             real(build, runs, *a, **k))[1])
-    monkeypatch.setattr(tasks, "GROUP_DEVICE_TYPES", ("cuda", "cpu"))
+    separate = run_job(digits_job(zoo, tmp_path / "separate", seeds=(1, 2, 3), lenses=True, fuse="off"))
+    assert groups == [[1], [2], [3]] * 2
+    groups.clear()
     grouped = run_job(digits_job(zoo, tmp_path / "grouped", seeds=(1, 2, 3), lenses=True))
 
     assert groups == [[1, 2, 3], [1, 2, 3]]  # one group per network, all three seeds
     assert grouped.count("done") == separate.count("done") == 6
     key = ["network", "seed", "epoch"]
     a, b = load(tmp_path / "separate"), load(tmp_path / "grouped")
+    assert set(a.networks["fused_runs"]) == {1} and set(b.networks["fused_runs"]) == {3}
     ea, eb = (t.epochs.sort_values(key).reset_index(drop=True) for t in (a, b))
     pd.testing.assert_frame_equal(ea[key], eb[key])
     np.testing.assert_allclose(ea[["train_loss", "test_loss", "test_acc"]], eb[["train_loss", "test_loss", "test_acc"]],

@@ -98,24 +98,25 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
     slots = worker_slots(job, len(tasks))
     if len(slots) == 1:
         device, threads = slots[0]
-        return run_tasks(dataclasses.replace(job, threads=threads), tasks, device, on_outcome=on_outcome,
+        return run_tasks(dataclasses.replace(job, threads=threads, workers=1), tasks, device, on_outcome=on_outcome,
                          on_start=on_start), set()
     # Costliest first (training FLOPs per sample from the manifest) within this process's own share, then
     # within the shares it helps with, every worker walking the same list and claiming the next free task:
     # the run ends on small networks, not on two workers finishing ResNets.
     rows = manifest_rows(job.zoo)
-    order = sorted(tasks, key=lambda t: (t.share, -(rows[t.network].get("flops_train_step") or 0)))
+    order = sorted(tasks, key=lambda t: (t.share, -(rows.get(t.network, {}).get("flops_train_step") or 0)))
     ctx = mp.get_context("spawn")  # fork after torch started threads can deadlock; spawn is safe everywhere
     events, slot_queue, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     for slot in slots[1:]:
         slot_queue.put(slot)
+    job = dataclasses.replace(job, workers=len(slots))  # every worker's share of the tasks caps its groups
     outcomes, started, lock = {}, set(), threading.Lock()
 
     def record(outcome: Outcome) -> None:
         if outcome.status == "skipped":  # every worker sees every task: keep the one that trained it
             return
         with lock:
-            outcomes[(outcome.network, outcome.seed)] = outcome
+            outcomes[outcome.key] = outcome
             on_outcome(outcome)
 
     def begin(task: Task) -> None:
@@ -162,5 +163,5 @@ def run_local(job: TrainJob, tasks: list[Task], on_outcome, on_start=None) -> tu
         pool.shutdown(wait=True, cancel_futures=True)
         done.set()
         relay_thread.join()
-    lost = {key for key in started if (key[0], key[2]) not in outcomes}
+    lost = {key for key in started if key not in outcomes}
     return list(outcomes.values()), lost

@@ -82,12 +82,13 @@ def _completed_meanwhile(job: TrainJob, outcome: Outcome) -> Outcome:
     report them with the status their networks part records, so the summary counts every network once."""
     if outcome.status != "skipped" or outcome.error != "already complete":
         return outcome
-    path = job.results / "networks" / part_name((outcome.network, job.recipe.hash, outcome.seed))
+    path = job.results / "networks" / part_name((outcome.network, outcome.recipe_hash or job.recipe.hash, outcome.seed))
     try:
         row = pq.read_table(path, columns=["status", "epochs_done", "error", "wall_time_s"]).to_pylist()[0]
     except (OSError, IndexError, pa.ArrowException):
         return outcome
-    return Outcome(outcome.network, outcome.seed, row["status"], row["epochs_done"], row["error"], row["wall_time_s"])
+    return Outcome(outcome.network, outcome.seed, row["status"], row["epochs_done"], row["error"], row["wall_time_s"],
+                   outcome.recipe_hash)
 
 
 def run(job: TrainJob, tasks: list[Task], on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
@@ -121,7 +122,7 @@ def run(job: TrainJob, tasks: list[Task], on_outcome: Callable[[Outcome], None] 
             except ray.exceptions.RayError as exc:  # still failing after MAX_RETRIES reruns
                 error = f"Ray task failed after {MAX_RETRIES} retries: {type(exc).__name__}: {str(exc)[:300]}"
                 log.warning("%s; %d network(s) left untrained (rerun the command to resume)", error, len(chunk))
-                got = [Outcome(t.network, t.seed, "failed", error=error) for t in chunk]
+                got = [Outcome(t.network, t.seed, "failed", error=error, recipe_hash=t.recipe_hash) for t in chunk]
             for outcome in got:
                 outcome = _completed_meanwhile(job, outcome)
                 outcomes.append(outcome)
