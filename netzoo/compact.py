@@ -20,6 +20,9 @@ The next ``compact_results`` first rolls an interrupted journal forward (steps 3
 ``.tmp-compact-*`` files left by a kill before step 2, so duplicates never outlive the next compaction.
 Run one compaction at a time per results folder; training may go on meanwhile (new parts are left for
 the next compaction).
+
+A compacted key that must be trained again (one of its files damaged) first leaves every compact file
+(``drop_keys``, called by ``netzoo.jobs.plan``), so that its new parts are the only rows of it anyone reads.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from netzoo import files
 from netzoo.errors import ResultsError
-from netzoo.results import INDEX_PREFIX, SIBLINGS, classes_of, file_sha256, key_of, results_folder, scan
+from netzoo.results import (INDEX_PREFIX, SIBLINGS, classes_of, file_sha256, key_of, key_string, key_strings,
+                            results_folder, scan)
 from netzoo.schema import TABLES, table_schema
 
 MAX_ROWS = 4_000_000  # rows per compacted file: ~10 files for the MNIST study's 40M predictions
@@ -95,6 +100,63 @@ def compact_table(folder: Path, parts: list[Path], token: str, max_rows: int = M
         raise
     _roll_forward(folder)
     return f"{len(parts)} parts -> {len(written)} compact files ({rows:,} rows)"
+
+
+def drop_keys(results_dir: str | Path, keys) -> int:
+    """Take the rows of ``keys`` ((network, recipe_hash, seed) triples) out of every compact file of every
+    table that holds them; return the number of rows removed.
+
+    Called before such keys are trained again: once their new parts are written, no reader (plain pandas
+    included) may see a key's old rows beside its new ones. A file is rewritten under a temporary name and
+    renamed over the old one, then its compaction's index is rewritten (a file left with no rows is
+    deleted). A kill between the two renames leaves a file whose sha256 differs from its index: ``scan``
+    then finds it damaged, and its keys are trained again; no row is ever read twice. Files whose bytes
+    already differ from their index are left to ``netzoo.results.quarantine``.
+    """
+    wanted = {(n, h, int(s)) for n, h, s in keys}
+    removed = 0
+    for table in TABLES:
+        folder = Path(results_dir) / table
+        for index in sorted(folder.glob(f"{INDEX_PREFIX}*.json")) if wanted and folder.is_dir() else []:
+            try:
+                record = json.loads(index.read_text())
+            except (OSError, ValueError):
+                continue  # an unreadable index: scan reads its files in full and reports them
+            entries, changed = [], False
+            for entry in record.get("files", []):
+                held = {(k[0], k[1], int(k[2])) for k in entry["keys"]}
+                if not held & wanted:
+                    entries.append(entry)
+                    continue
+                dropped, rest = _drop_from_file(folder / entry["name"], entry, held & wanted)
+                if rest is None:  # damaged: quarantine's business
+                    entries.append(entry)
+                    continue
+                changed, removed = True, removed + dropped
+                if rest:
+                    entries.append(rest)
+            if changed:
+                files.atomic_write_text(index, json.dumps({**record, "files": entries}))
+    return removed
+
+
+def _drop_from_file(path: Path, entry: dict, keys: set) -> tuple[int, dict | None]:
+    """(rows removed, the index entry of what is left: {} when nothing is) for one compact file; (0, None)
+    when the file's bytes differ from ``entry``. A missing file keeps an entry only for its other keys."""
+    rest = sorted(tuple(k) for k in entry["keys"] if (k[0], k[1], int(k[2])) not in keys)
+    if not path.exists():
+        return 0, ({**entry, "keys": [list(k) for k in rest]} if rest else {})
+    if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
+        return 0, None
+    data = pq.read_table(path)
+    kept = data.filter(pc.invert(pc.is_in(key_strings(data), pa.array(sorted(map(key_string, keys))))))
+    if not rest:
+        path.unlink()
+        return data.num_rows, {}
+    tmp = files.write_temp(path, lambda f: pq.write_table(kept, f, row_group_size=256_000, write_page_checksum=True))
+    new = {**entry, "sha256": file_sha256(tmp), "bytes": tmp.stat().st_size, "keys": [list(k) for k in rest]}
+    os.replace(tmp, path)
+    return data.num_rows - kept.num_rows, new
 
 
 def recover(folder: Path) -> bool:

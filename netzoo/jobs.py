@@ -17,6 +17,7 @@ from pathlib import Path
 
 from netzoo import results as res
 from netzoo.claims import held_keys
+from netzoo.compact import drop_keys
 from netzoo.datasets import cached_dataset, dataset_info
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
 from netzoo.grouping import FUSE_MODES
@@ -196,7 +197,8 @@ def plan(job: TrainJob) -> list[Task]:
     Checks the zoo's files against the sha256 their manifest records, the zoo against the dataset and recipe,
     and against the folder (one dataset, recorded in DIR/dataset.json; one architecture per network name and
     recipe), records the job (DIR/jobs/, DIR/recipes/) and the recipe's validation split (DIR/splits/), and
-    moves damaged files out of the way (DIR/damaged/; their keys are planned again).
+    moves damaged files out of the way (DIR/damaged/; their keys are planned again, their other rows taken
+    out of compact files).
     A shard i/N is where a process starts, not a fence: after every N-th key of the sorted plan from the
     i-th, it takes any key left, so whatever set of shards runs, the whole plan gets trained.
     """
@@ -216,6 +218,9 @@ def plan(job: TrainJob) -> list[Task]:
     for part, recorded in zip(parts, architectures):  # one record and validation split per recipe
         check_split(job.results, data, part.recipe.validation)  # drawn once per folder
         record_job(part, recorded)
-    res.quarantine(job.results, found.problems, keep=held_keys(job.results))
+    held = held_keys(job.results)
+    res.quarantine(job.results, found.problems, keep=held)
+    again = set(keys) - held  # a planned key that is not whole is trained again: its old rows leave compact files
+    drop_keys(job.results, {p.key for p in found.problems if p.key in again})
     return [Task(network, seed, recipe_hash, share) for share, (network, recipe_hash, seed) in in_turn(keys, job.shard)
             if (network, recipe_hash, seed) not in found.complete]

@@ -556,13 +556,14 @@ class ResultTables:
         return f"ResultTables({sizes} rows)"
 
 
-def _key_strings(table: pa.Table) -> pa.Array:
+def key_strings(table: pa.Table) -> pa.Array:
     """One 'network|recipe_hash|seed' string per row, for set membership."""
     return pc.binary_join_element_wise(table["network"], table["recipe_hash"],
                                        pc.cast(table["seed"], pa.string()), "|")
 
 
-def _key_string(key: Key) -> str:
+def key_string(key: Key) -> str:
+    """'network|recipe_hash|seed': the string ``key_strings`` gives a row of ``key``."""
     return "|".join(map(str, key))
 
 
@@ -597,7 +598,7 @@ def _read_rows(sources: dict, table: str, schema: pa.Schema, columns: list[str],
         except (OSError, pa.ArrowException):
             failed |= keys
             continue
-        pieces.append(chunk.filter(pc.is_in(_key_strings(chunk), pa.array(sorted(map(_key_string, keys))))))
+        pieces.append(chunk.filter(pc.is_in(key_strings(chunk), pa.array(sorted(map(key_string, keys))))))
     return pa.concat_tables(pieces) if pieces else schema.empty_table().select(columns)
 
 
@@ -667,7 +668,7 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
     out = {"networks": networks}
     last = None
     if epoch == "last":
-        last = pa.table({"_key": _key_strings(networks), "epoch": networks["epochs_done"]})
+        last = pa.table({"_key": key_strings(networks), "epoch": networks["epochs_done"]})
     for table in SIBLINGS:
         schema = table_schema(table, classes)
         if table not in wanted:
@@ -685,7 +686,7 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
         data = _read_rows(found.complete, table, schema, read, filt, failed)
         if last is not None and data.num_rows:
             wanted_pairs = pc.binary_join_element_wise(last["_key"], pc.cast(last["epoch"], pa.string()), "@")
-            pairs = pc.binary_join_element_wise(_key_strings(data), pc.cast(data["epoch"], pa.string()), "@")
+            pairs = pc.binary_join_element_wise(key_strings(data), pc.cast(data["epoch"], pa.string()), "@")
             data = data.filter(pc.is_in(pairs, wanted_pairs))
         out[table] = data
     frames = {}
@@ -697,7 +698,7 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
             frames[table] = to_frame(schema.empty_table(), schema)
             continue
         if failed:  # a file changed under us: all of those keys' rows go, in every table
-            data = data.filter(pc.invert(pc.is_in(_key_strings(data), pa.array(sorted(map(_key_string, failed))))))
+            data = data.filter(pc.invert(pc.is_in(key_strings(data), pa.array(sorted(map(key_string, failed))))))
         frames[table] = to_frame(data.select(cols), schema)
     return ResultTables(**frames)
 

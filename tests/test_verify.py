@@ -135,7 +135,7 @@ def test_a_damaged_compact_file_makes_its_keys_incomplete_everywhere(zoo, result
     assert whole(results) == []
     tables = load(results)
     assert sorted(tables.networks["network"]) == sorted(NETWORKS) and len(tables.predictions) == 2 * 360
-    assert len(pd.read_parquet(results / "predictions")) >= 2 * 360  # the damaged file is out of the way
+    assert len(pd.read_parquet(results / "predictions")) == 2 * 360  # the damaged file is out of the way
 
 
 def test_verify_cli_prints_one_line_per_bad_key_then_a_summary(zoo, results, capsys, monkeypatch):
@@ -161,3 +161,33 @@ def test_parts_are_written_with_page_checksums_plain_pandas_can_check(results):
     part.write_bytes(bytes(data))
     with pytest.raises(OSError, match="CRC|checksum"):
         pd.read_parquet(part, page_checksum_verification=True)
+
+
+@pytest.mark.parametrize("damage", ["a compact predictions file", "a weights file"])
+def test_plain_pandas_reads_each_row_once_after_a_compacted_key_is_trained_again(zoo, results, damage):
+    """A compacted key trained again (one of its files damaged) leaves no old rows in the other tables'
+    compact files: plain pandas, like load, sees every row once."""
+    from netzoo.compact import compact_results
+    from netzoo.results import weights_file
+
+    job = _job(zoo, results)
+    compact_results(results)
+    if damage == "a compact predictions file":
+        (compacted,) = (results / "predictions").glob("compact-*.parquet")
+        overwrite_middle(compacted)
+    else:
+        path = results / weights_file(("Basic", job.recipe.hash, 42), 1)
+        path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    assert whole(results) != []
+    run_job(job)
+    assert whole(results) == []
+    tables = load(results)
+    for table, rows in (("networks", ["network", "recipe_hash", "seed"]),
+                        ("epochs", ["network", "recipe_hash", "seed", "epoch"]),
+                        ("predictions", ["network", "recipe_hash", "seed", "epoch", "sample"])):
+        plain = pd.read_parquet(results / table)
+        assert not plain.duplicated(rows).any(), f"{table}: a retrained key's old rows are still read"
+        assert len(plain) == len(getattr(tables, table)), table
+    compact_results(results)  # and once its new parts are merged too
+    assert whole(results) == []
+    assert not pd.read_parquet(results / "epochs").duplicated(["network", "recipe_hash", "seed", "epoch"]).any()

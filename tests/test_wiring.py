@@ -24,10 +24,10 @@ LAYERS = {
     0: ["netzoo", "netzoo.errors", "netzoo.paths", "netzoo.keys", "netzoo.schema", "netzoo.files", "netzoo.devices",
         "netzoo.names"],
     # 1: what the trainer and everything above read and write: zoo, datasets, results, claims, lenses, recipe,
-    #    spec, generate, and their helpers (idx files, costs, fusion of runs, CUDA graphs, completeness counts)
+    #    spec, generate, compact files, and their helpers (idx files, costs, fusion of runs, CUDA graphs, completeness)
     1: ["netzoo.idx", "netzoo.datasets", "netzoo.results", "netzoo.claims", "netzoo.lenses", "netzoo.recipe",
         "netzoo.spec", "netzoo.generate", "netzoo.render", "netzoo.families", "netzoo.zoo", "netzoo.measure",
-        "netzoo.fuse", "netzoo.fuse_optim", "netzoo.graphs", "netzoo.completeness", "netzoo.weights"],
+        "netzoo.fuse", "netzoo.fuse_optim", "netzoo.graphs", "netzoo.completeness", "netzoo.weights", "netzoo.compact"],
     # 2: ONE trainer, and the rows of a trained run
     2: ["netzoo.train", "netzoo.write"],
     # 3: jobs / plan (what to train): the job and its keys, shards, the folder's identity, which runs share a group
@@ -37,7 +37,7 @@ LAYERS = {
     # 5: commands' libraries: run a job, sweep, benchmarks, status, verify, compact; analysis (reads results
     #    only through netzoo.results), and the report that assembles it
     5: ["netzoo.runner", "netzoo.sweep", "netzoo.benchmarks", "netzoo.benchmarks.study", "netzoo.benchmarks.volume",
-        "netzoo.benchmarks.fusion", "netzoo.benchmarks.gpu_check", "netzoo.status", "netzoo.verify", "netzoo.compact",
+        "netzoo.benchmarks.fusion", "netzoo.benchmarks.gpu_check", "netzoo.status", "netzoo.verify",
         "netzoo.export", "netzoo.report", "analysis"],
     # 6: the command line
     6: ["netzoo.cli"],
