@@ -11,7 +11,7 @@
     OUT/recipes/, OUT/splits/, OUT/dataset.json     the recipes, validation splits and dataset, as recorded
 
 Only whole keys are exported (``netzoo.results.scan``: all of a run's rows or none). Every table and column is
-described once, in ``netzoo.schema``: the card's column tables are ``netzoo.results.schema_markdown()``, the
+described once, in ``netzoo.schema``: the card's column tables are ``netzoo.schema.schema_markdown()``, the
 Croissant fields are read from the same schemas. The export is written into a temporary folder beside OUT and
 renamed into place at the end, so OUT is either whole or absent; an OUT that exists and is not empty is refused.
 """
@@ -275,7 +275,7 @@ def _yaml_string(text: str) -> str:
 
 def dataset_card(facts: dict) -> str:
     """README.md for the Hugging Face Hub: a YAML header with one config per table, what the export holds, how
-    to load it, and every table's columns (``netzoo.results.schema_markdown``)."""
+    to load it, and every table's columns (``netzoo.schema.schema_markdown``)."""
     header = ["---", f"pretty_name: {_yaml_string(facts['name'])}", "tags:", "- model-zoo", "- netzoo", "configs:"]
     for table in TABLES + ("manifest",):
         header += [f"- config_name: {table}", f"  data_files: {_yaml_string(facts['files'][table])}"]
@@ -341,7 +341,7 @@ model.eval()
 
 def _schema_sections() -> str:
     """Every table's columns, as docs/results.md renders them from netzoo.schema, with what a row is."""
-    from netzoo.results import schema_markdown
+    from netzoo.schema import schema_markdown
 
     text = schema_markdown()
     for table, doc in TABLE_DOCS.items():

@@ -764,27 +764,3 @@ def _run_row(results_dir: Path, network: str, seed: int | None, recipe: str | No
         raise ResultsError(f"{network} was trained with several seeds ({', '.join(map(str, sorted(runs['seed'])))}): "
                            f"pass seed=….")
     return runs.iloc[0].to_dict()
-
-
-# --- documentation -----------------------------------------------------------------------------------
-def _type_name(dtype: pa.DataType) -> str:
-    """'int64', 'string', 'list<float16>', 'timestamp[us, UTC]'."""
-    if pa.types.is_list(dtype):
-        return f"list<{_type_name(dtype.value_type)}>"
-    return str(dtype).replace("tz=", "")
-
-
-def schema_markdown() -> str:
-    """The column tables of docs/results.md, rendered from netzoo.schema (tests/test_schema.py checks the doc)."""
-    from netzoo.schema import describe
-
-    sections = []
-    for table in ("manifest",) + TABLES:
-        schema = table_schema(table, 1)
-        lines = [f"### `{table}`", "", "| column | type | meaning |", "| --- | --- | --- |"]
-        for name, doc in describe(schema).items():
-            if name.startswith("test_acc_class_"):
-                name, doc = "test_acc_class_0 … test_acc_class_{K-1}", "recall of each class on the test split, in [0, 1]"
-            lines.append(f"| `{name}` | {_type_name(schema.field(name.split(' ')[0]).type)} | {doc} |")
-        sections.append("\n".join(lines))
-    return "\n\n".join(sections)

@@ -236,3 +236,26 @@ def conform(frame, schema: pa.Schema) -> pa.Table:
     if missing or extra:
         raise ValueError(f"frame does not match the schema: missing {missing}, unexpected {extra}")
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+# --- documentation -----------------------------------------------------------------------------------
+def _type_name(dtype: pa.DataType) -> str:
+    """'int64', 'string', 'list<float16>', 'timestamp[us, UTC]'."""
+    if pa.types.is_list(dtype):
+        return f"list<{_type_name(dtype.value_type)}>"
+    return str(dtype).replace("tz=", "")
+
+
+def schema_markdown() -> str:
+    """The column tables of docs/results.md (and of an export's card), rendered from the schemas above, one
+    Markdown table per table; the K per-class recall columns as one row (tests/test_schema.py checks the doc)."""
+    sections = []
+    for table in ("manifest",) + TABLES:
+        schema = table_schema(table, 1)
+        lines = [f"### `{table}`", "", "| column | type | meaning |", "| --- | --- | --- |"]
+        for name, doc in describe(schema).items():
+            if name.startswith("test_acc_class_"):
+                name, doc = "test_acc_class_0 … test_acc_class_{K-1}", doc.replace("of class 0", "of each class")
+            lines.append(f"| `{name}` | {_type_name(schema.field(name.split(' ')[0]).type)} | {doc} |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)

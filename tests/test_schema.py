@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from netzoo.results import schema_markdown
+from netzoo.schema import schema_markdown
 from netzoo.schema import TABLES, describe, table_schema
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "results.md"
