@@ -16,7 +16,7 @@ def test_results_doc_holds_the_tables_rendered_from_the_schema():
     text = DOC.read_text()
     missing = [line for line in schema_markdown().splitlines() if line and line not in text]
     assert not missing, ("docs/results.md is out of step with netzoo/schema.py; regenerate its tables with "
-                         "netzoo.results.schema_markdown(). Missing lines:\n" + "\n".join(missing[:10]))
+                         "netzoo.schema.schema_markdown(). Missing lines:\n" + "\n".join(missing[:10]))
 
 
 @pytest.mark.parametrize("table", ("manifest",) + TABLES)
