@@ -24,6 +24,7 @@ from netzoo.generate import generate_zoo
 from netzoo.recipe import Recipe
 from netzoo.train import init_weights, make_optimizer, make_schedule
 from netzoo.zoo import load_network
+from one_thread import one_thread  # noqa: F401 (module-wide fixture)
 
 # one network per family, the activations spread over them (names of the default digits zoo)
 NETWORKS = ["Basic", "LinearReLU_2", "LinearSigmoid_1", "Conv1dNone_2", "Conv1dTanh_1", "Conv1dThenLinearReLU_2",
@@ -35,13 +36,6 @@ SEEDS = [3, 1, 4]  # R = 3 runs
 BATCH = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Steps of a few tiny networks: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

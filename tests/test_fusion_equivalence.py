@@ -26,6 +26,7 @@ from netzoo.generate import generate_zoo
 from netzoo.recipe import STUDY
 from netzoo.train import Run, train_runs
 from netzoo.zoo import load_network
+from one_thread import one_thread  # noqa: F401 (module-wide fixture)
 
 # netzoo.benchmarks.study.bench_sample of the default digits zoo: one network per family at its median training
 # FLOPs, plus Basic (docs/benchmarks.md)
@@ -47,12 +48,6 @@ def zoos(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class FirstLosses:
