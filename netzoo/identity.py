@@ -2,8 +2,9 @@
 
 ``DIR/dataset.json`` records the dataset the first time anything trains into the folder (name, input shape,
 classes, split sizes, and the sha256 of the train and test labels); ``DIR/jobs/<recipe_hash>.json`` records
-each planned network's ``arch_id``. A job whose dataset or whose networks differ from what the folder holds is
-refused with one line naming the first conflict and the fix (a new ``--results``). A sweep's variant zoos
+each planned network's ``arch_id``, the zoo and the sha256 of each network's file. A job whose dataset or whose
+networks differ from what the folder holds, or whose zoo lacks or changed the files of networks trained under its
+recipe, is refused with one line naming the first conflict and the fix (a new ``--results``). A sweep's variant zoos
 (dropout, batch norm) change networks under other recipes, so they never conflict.
 
 The functions take a ``netzoo.jobs.TrainJob`` (its results, zoo, dataset, recipe and seeds).
@@ -47,11 +48,38 @@ def _locked(path: Path):
         os.close(fd)  # closing releases the lock
 
 
-def record_job(job, architectures: dict[str, str]) -> None:
-    """Write DIR/recipes/<hash>.json and DIR/jobs/<hash>.json (zoo, dataset, planned networks and seeds, and
-    each network's arch_id), which ``netzoo status`` reads to count what is left and ``plan`` to refuse a
-    network name that meant another architecture under this recipe. Records of several runs merge (under a
-    lock); a damaged record is rewritten from this run."""
+def check_zoo(job, zoo_files: dict[str, str]) -> None:
+    """Refuse a job whose zoo lacks, or holds other files for, networks DIR/jobs records as trained under its
+    recipe (``zoo_files``: name -> sha256 of each file of the job's zoo, from its manifest): the trained
+    networks' code must stay loadable (``results.load_network``, ``netzoo export``). The same files in another
+    folder (a moved or copied zoo) are that zoo; a regenerated zoo whose files changed is not."""
+    try:
+        record = res.read_record(job.results / "jobs" / f"{job.recipe.hash}.json") or {}
+    except ResultsError:
+        return  # damaged: record_job rewrites it from this run
+    _check_same_zoo(job, record, zoo_files)
+
+
+def _check_same_zoo(job, record: dict, zoo_files: dict[str, str]) -> None:
+    trained_from, recorded = record.get("zoo"), record.get("files") or {}
+    differ = [name for name, sha256 in recorded.items() if zoo_files.get(name) != sha256]
+    if trained_from and differ:
+        what = "lacks" if differ[0] not in zoo_files else "holds another file for"
+        same = trained_from == str(Path(job.zoo).resolve())
+        raise ResultsError(
+            f"{job.results} holds recipe {job.recipe.name!r} ({job.recipe.hash}) trained from the files of zoo "
+            f"{trained_from}{' as it was then' if same else ''}; zoo {job.zoo} {what} {differ[0]} ({len(differ)} "
+            f"of {len(recorded)} networks differ). A results folder keeps the code its networks were trained "
+            f"from: train the zoo that made these results, or pass a new --results for this zoo.")
+
+
+def record_job(job, architectures: dict[str, str], zoo_files: dict[str, str]) -> None:
+    """Write DIR/recipes/<hash>.json and DIR/jobs/<hash>.json (zoo, dataset, planned networks and seeds, each
+    network's arch_id and the sha256 of its file), which ``netzoo status`` reads to count what is left, ``plan``
+    to refuse a network name that meant another architecture (or another zoo) under this recipe, and
+    ``results.load_network`` and ``netzoo export`` to find the code of a trained network. Records of several
+    runs merge (under a lock); a damaged record is rewritten from this run. ``zoo_files``: name -> sha256 of
+    each file of the job's zoo (its manifest's file_sha256)."""
     recipe = job.recipe
     files.atomic_write_text(job.results / "recipes" / f"{recipe.hash}.json", recipe.to_json())
     names = list(architectures)
@@ -66,11 +94,13 @@ def record_job(job, architectures: dict[str, str]) -> None:
         for name in names:
             if recorded.get(name, architectures[name]) != architectures[name]:
                 _refuse_architecture(job, name, recorded[name], architectures[name])
+        _check_same_zoo(job, old, zoo_files)  # again under the lock: another run may have recorded meanwhile
         record = {"zoo": str(Path(job.zoo).resolve()), "dataset": job.dataset, "recipe": recipe.name,
                   "recipe_hash": recipe.hash,
                   "seeds": sorted(set(old.get("seeds", [])) | set(job.seeds)),
                   "networks": list(dict.fromkeys(old.get("networks", []) + names)),
-                  "arch_ids": {**recorded, **architectures}}
+                  "arch_ids": {**recorded, **architectures},
+                  "files": {**(old.get("files") or {}), **{name: zoo_files[name] for name in names}}}
         files.atomic_write_text(path, json.dumps(record, indent=1))
 
 

@@ -21,7 +21,7 @@ from netzoo.compact import drop_keys
 from netzoo.datasets import cached_dataset, dataset_info
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
 from netzoo.grouping import FUSE_MODES
-from netzoo.identity import check_dataset, check_folder, check_split, record_job
+from netzoo.identity import check_dataset, check_folder, check_split, check_zoo, record_job
 from netzoo.recipe import Recipe
 from netzoo.shards import in_turn, own_share
 from netzoo.weights import SAVE_WEIGHTS, WEIGHTS_DTYPES
@@ -206,18 +206,20 @@ def plan(job: TrainJob) -> list[Task]:
     keys = all_keys(job)
     found = res.scan(job.results)
     parts = job.parts()
-    architectures = []
+    architectures, zoo_files = [], []
     for part in parts:  # one check per recipe, each against its own zoo
         rows = manifest_rows(part.zoo)
         names = dict.fromkeys(k[0] for k in keys if k[1] == part.recipe.hash)
         architectures.append({name: rows[name]["arch_id"] for name in names})
+        zoo_files.append({name: row.get("file_sha256") for name, row in rows.items()})
         check_files(part.zoo, architectures[-1])  # an edited file is refused before anything trains
         check_folder(part, architectures[-1], found)
+        check_zoo(part, zoo_files[-1])  # the recipe's networks were trained from this zoo's files
     data = cached_dataset(job.dataset, job.data_root, job.download, job.devices[0])
     check_dataset(job, data)
-    for part, recorded in zip(parts, architectures):  # one record and validation split per recipe
+    for part, recorded, part_files in zip(parts, architectures, zoo_files):  # one record and split per recipe
         check_split(job.results, data, part.recipe.validation)  # drawn once per folder
-        record_job(part, recorded)
+        record_job(part, recorded, part_files)
     held = held_keys(job.results)
     res.quarantine(job.results, found.problems, keep=held)
     again = set(keys) - held  # a planned key that is not whole is trained again: its old rows leave compact files

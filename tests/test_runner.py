@@ -387,6 +387,53 @@ def test_a_zoo_planned_but_not_trained_yet_is_remembered(zoo, tmp_path):
         plan(digits_job(other, results, epochs=1, networks="Basic"))
 
 
+def _with_file(zoo, out, network: str, keep=None):
+    """A copy of ``zoo`` where ``network``'s file holds one more comment (its manifest sha256 updated: a zoo
+    regenerated with the same architecture but other code), holding only the networks in ``keep`` if given."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from netzoo.schema import MANIFEST, conform
+
+    shutil.copytree(zoo, out)
+    manifest = pq.read_table(out / "manifest.parquet").to_pandas()
+    if keep is not None:
+        manifest = manifest[manifest["network"].isin(keep)]
+    if network:
+        path = out / manifest.loc[manifest["network"] == network, "file"].item()
+        path.write_text(path.read_text() + "# regenerated\n")
+        manifest.loc[manifest["network"] == network, "file_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    pq.write_table(conform(manifest.reset_index(drop=True), MANIFEST), out / "manifest.parquet")
+    return out
+
+
+@pytest.mark.parametrize("change", ["another file for a trained network", "a trained network missing"])
+def test_a_zoo_without_the_trained_networks_files_is_refused_even_when_nothing_is_left_to_train(
+        zoo, tmp_path, capsys, monkeypatch, change):
+    """Training another zoo into a folder would switch the folder's record of the code its networks came from:
+    load_network and export would break for every network trained from the first zoo."""
+    from cli_helpers import one_line, run_main
+
+    from netzoo.results import load_network
+
+    results = tmp_path / "results"
+    run_job(digits_job(zoo, results, epochs=1, networks="Basic,LinearTanh_1"))
+    if change == "another file for a trained network":
+        other, named = _with_file(zoo, tmp_path / "other", "LinearTanh_1"), "LinearTanh_1"
+    else:
+        other, named = _with_file(zoo, tmp_path / "other", "", keep=["Basic"]), "lacks LinearTanh_1"
+    code, out, err = run_main(monkeypatch, capsys, "train", "--zoo", other, "--dataset", "digits", "--results",
+                              results, "--epochs", "1", "--networks", "Basic", "--device", "cpu", "--workers", "1",
+                              "--quiet")
+    assert code == 2 and named in one_line(err) and "--results" in err, err
+    assert load_network(results, "LinearTanh_1").__class__.__name__ == "LinearTanh_1"
+    # the same files in another folder (a moved or copied zoo) are the same zoo
+    copy = _with_file(zoo, tmp_path / "copy", "")
+    assert run_job(digits_job(copy, results, epochs=1, networks="Basic,LinearTanh_1")).count("done") == 0
+    assert load_network(results, "LinearTanh_1").__class__.__name__ == "LinearTanh_1"
+
+
 @pytest.mark.slow
 def test_a_zoo_generated_with_another_seed_is_refused(tmp_path, capsys, monkeypatch):
     from cli_helpers import one_line, run_main
