@@ -280,6 +280,8 @@ def _answer(question, results_dir, epoch, recipe, metric, select_on, **options) 
         raise NetzooError(f"Unknown exam question {question!r}; questions: {', '.join(QUESTIONS)}.")
     if not Path(results_dir).is_dir():
         raise ResultsError(f"No results folder at {results_dir}; pass --results DIR written by netzoo train.")
+    if epoch is not None:  # an epoch no run reached: one line naming those held (load raises), for every question
+        load(results_dir, tables="networks", columns={"networks": ["epochs_done"]}, epoch=epoch)
     if question in ("label-issues", "cascades") or any(v is not None for v in options.values()):
         from analysis.verdicts import answer_verdict
 

@@ -312,8 +312,8 @@ def exam(question, results, as_csv, epoch, known_label_errors, network, select_o
     notes = frame.attrs.get("notes", [])
     for note in notes:  # what a reader must know beside the table: on stderr, so --csv stays clean
         click.echo(note, err=True)
-    if not as_csv and frame.attrs.get("left_out") and not any("left out" in note for note in notes):
-        click.echo(left_out_note(frame.attrs["left_out"]).strip())
+    if frame.attrs.get("left_out") and not any("left out" in note for note in notes):
+        click.echo(left_out_note(frame.attrs["left_out"]).strip(), err=True)
 
 
 @cli.command()

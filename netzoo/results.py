@@ -642,7 +642,7 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
     epochs/predictions/layers; ``keys``: only these (network, recipe_hash, seed) keys (a filtered read: the
     probabilities of a few runs out of 40M prediction rows). Only whole keys (``scan``) are returned, all of a
     key's rows or none, each once; the others are logged (``netzoo verify`` lists them, ``netzoo train``
-    retrains them).
+    retrains them). Raises ResultsError for an epoch E that no run reached (or below 1).
     """
     results_dir = results_folder(results_dir)
     wanted = set(TABLES if tables is None else ([tables] if isinstance(tables, str) else tables))
@@ -667,6 +667,10 @@ def load(results_dir, tables=None, columns: dict | None = None, epoch: int | str
     networks = _read_rows(found.complete, "networks", NETWORKS, read_cols, None, failed)
     out = {"networks": networks}
     last = None
+    held = pc.max(networks["epochs_done"]).as_py() if networks.num_rows else None
+    if isinstance(epoch, int) and held is not None and not 1 <= epoch <= held:
+        raise ResultsError(f"No run in {results_dir} has an epoch {epoch}: its runs hold epochs 1 to {held}. Pass "
+                           f"--epoch between them, or leave it out for each run's last epoch.")
     if epoch == "last":
         last = pa.table({"_key": key_strings(networks), "epoch": networks["epochs_done"]})
     for table in SIBLINGS:

@@ -58,7 +58,7 @@ def test_a_diverged_run_stores_null_predictions_and_null_accuracies(trained):
 def test_question_8_votes_sum_to_the_runs_that_did_not_diverge(trained):
     result = CliRunner().invoke(cli, ["exam", "8", "--results", str(trained), "--csv"])
     assert result.exit_code == 0, result.output
-    frame = pd.read_csv(io.StringIO(result.output))
+    frame = pd.read_csv(io.StringIO(result.stdout))
     votes = frame.filter(like="votes_").sum(axis=1)
     assert (votes == 8).all(), votes.value_counts()
     answer = exam.answer("8", trained)
@@ -157,7 +157,7 @@ def test_a_diverging_sgd_recipe_then_exam_and_report_say_what_was_left_out(tmp_p
     if answering:
         csv = runner.invoke(cli, ["exam", "8", "--results", str(results), "--csv"])
         assert csv.exit_code == 0, csv.output
-        votes = pd.read_csv(io.StringIO(csv.output)).filter(like="votes_").sum(axis=1)
+        votes = pd.read_csv(io.StringIO(csv.stdout)).filter(like="votes_").sum(axis=1)
         assert (votes == answering).all()
     for question in [str(q) for q in range(1, 11)]:
         answered = runner.invoke(cli, ["exam", question, "--results", str(results)])
@@ -198,3 +198,27 @@ def test_generate_batch_norm_then_train_at_batch_size_4_from_the_cli(tmp_path):
     with_bn = networks[networks["depth"] > 1]
     assert len(with_bn) and with_bn["last_batch_merged"].all()
     assert not networks.loc["Basic", "last_batch_merged"]  # no hidden layer, no BatchNorm: nothing to merge
+
+
+def test_the_runs_left_out_are_said_on_stderr_with_csv_or_without(trained):
+    """The note must reach a user who pipes the CSV (stdout stays clean CSV) and one who reads the table."""
+    for flags in (["--csv"], []):
+        proc = subprocess.run([sys.executable, "-m", "netzoo.cli", "exam", "8", "--results", str(trained), *flags],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "2 runs left out (diverged or failed)." in proc.stderr, (flags, proc.stderr)
+        assert "left out" not in proc.stdout
+    frame = pd.read_csv(io.StringIO(subprocess.run(
+        [sys.executable, "-m", "netzoo.cli", "exam", "8", "--results", str(trained), "--csv"],
+        capture_output=True, text=True).stdout))
+    assert (frame.filter(like="votes_").sum(axis=1) == 8).all()
+
+
+@pytest.mark.parametrize("question", ["1", "8", "label-issues"])
+@pytest.mark.parametrize("epoch", ["9", "0"])
+def test_an_epoch_no_run_reached_is_named_in_one_line(trained, question, epoch):
+    proc = subprocess.run([sys.executable, "-m", "netzoo.cli", "exam", question, "--results", str(trained),
+                           "--epoch", epoch], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: No run in {trained} has an epoch {epoch}: its runs hold epochs 1 to 2.")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not proc.stdout

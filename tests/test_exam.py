@@ -160,7 +160,7 @@ def test_exam_8_csv_has_one_row_per_sample_with_the_contract_columns(zoo, tmp_pa
     write_results(zoo, tmp_path / "results")
     result = CliRunner().invoke(cli, ["exam", "8", "--results", str(tmp_path / "results"), "--csv"])
     assert result.exit_code == 0, result.output
-    frame = pd.read_csv(io.StringIO(result.output))
+    frame = pd.read_csv(io.StringIO(result.stdout))
     assert list(frame.columns) == ["sample", "label", "kind", "majority"] + [f"votes_{k}" for k in range(10)]
     assert sorted(frame["sample"]) == sorted(WEIRD + CONFUSING + EASY) and frame["sample"].is_unique
 
