@@ -131,10 +131,13 @@ def curves(curves_frame: pd.DataFrame, value: str, title: str) -> Figure:
 
 
 def rank_heatmap(stability: pd.DataFrame, title: str) -> Figure:
-    """Spearman rank correlation between epochs."""
+    """Spearman rank correlation between epochs (undefined cells, where every network ties or fewer than two
+    answer, are left blank)."""
     grid = stability.pivot(index="epoch_a", columns="epoch_b", values="spearman")
     fig, axes = _figure(5.5, 4.5)
-    sns.heatmap(grid, annot=True, fmt=".2f", cmap="mako", vmin=min(0, np.nanmin(grid.to_numpy())), vmax=1,
+    values = grid.to_numpy(dtype=float)
+    low = np.nanmin(values) if np.isfinite(values).any() else 0.0  # all undefined (ties): an empty map, no warning
+    sns.heatmap(grid, annot=True, fmt=".2f", cmap="mako", vmin=min(0, low), vmax=1,
                 ax=axes[0], cbar_kws={"label": "Spearman rank correlation"})
     axes[0].set(title=title, xlabel="epoch", ylabel="epoch")
     return fig

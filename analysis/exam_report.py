@@ -149,7 +149,9 @@ def _q7(tables, key, title, question):
     settled = exam.settled_epoch(stability)
     epochs = sorted(curves["epoch"].unique())
     consecutive = stability[stability["epoch_b"] == stability["epoch_a"] + 1]
-    steps = ", ".join(f"{int(r.epoch_a)}→{int(r.epoch_b)}: {r.spearman:.2f}" for r in consecutive.itertuples())
+    steps = ", ".join(f"{int(r.epoch_a)}→{int(r.epoch_b)}: "
+                      + (f"{r.spearman:.2f}" if pd.notna(r.spearman) else "undefined (the networks tie, or under 2)")
+                      for r in consecutive.itertuples())
     finding = (f"{len(bloomers)} late bloomers (below the median in epochs 1-2, top quartile at epoch {epochs[-1]})"
                f"{': ' + names(bloomers['network']) if len(bloomers) else ''}. Rank correlation between consecutive "
                f"epochs: {steps or 'one epoch only'}. ")
@@ -228,10 +230,11 @@ def _q9(tables, key, title, question, select_on=None):
 def _q10(tables, key, title, question, select_on=None):
     q10 = exam.q10_best_vs_basic(tables, select_on=select_on)
     by = q10.set_index("measure")
-    parts = [f"{m} ×{by.loc[m, 'ratio']:.3g}" for m in ("params", "memory", "ops", "train_time_s") if m in by.index]
+    parts = [f"{m} ×{by.loc[m, 'ratio']:.3g}" for m in ("params", "memory", "ops", "train_time_s")
+             if m in by.index and np.isfinite(by.loc[m, "ratio"])]  # a cost Basic does not record: no ratio
     finding = (f"{q10.attrs['best']}{picked_on(q10)} scores {pct(by.loc[METRIC, 'best'])} against {q10.attrs['basic']}'s "
-               f"{pct(by.loc[METRIC, 'basic'])} (×{by.loc[METRIC, 'ratio']:.3f}), at {', '.join(parts)} of "
-               f"Basic's cost." + left_out_note(q10.attrs["left_out"]))
+               f"{pct(by.loc[METRIC, 'basic'])} (×{by.loc[METRIC, 'ratio']:.3f})"
+               + (f", at {', '.join(parts)} of Basic's cost." if parts else ".") + left_out_note(q10.attrs["left_out"]))
     figure = charts.ratios(q10, f"{q10.attrs['best']} / {q10.attrs['basic']}")
     return [Section(key, title, question, finding, q10, [figure])]
 

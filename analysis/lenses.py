@@ -488,15 +488,20 @@ def _health_section(tables) -> Section:
     totals = {p: int(counts[p].sum()) for p in ("dead", "vanishing", "exploding")}
     worst = counts.assign(bad=counts[["dead", "vanishing", "exploding"]].max(axis=1) / counts["runs"])
     worst = worst.sort_values("bad", ascending=False).iloc[0] if len(worst) else None
-    finding = (f"Of {runs} runs at the last epoch: {totals['dead']} with a layer over {DEAD_LAYER:.0%} dead, "
+    diverged = int((tables.networks.drop_duplicates(RUN)["status"] == "diverged").sum()) \
+        if "status" in tables.networks else 0
+    kept = f" ({diverged} of them diverged: kept here, their gradients are what this table is for)" if diverged else ""
+    finding = (f"Of {runs} runs at the last epoch{kept}: {totals['dead']} with a layer over {DEAD_LAYER:.0%} dead, "
                f"{totals['vanishing']} with a layer whose mean gradient norm is under {VANISHING:g} (vanishing), "
                f"{totals['exploding']} with one over {EXPLODING:g} (exploding).")
     if worst is not None and worst["bad"] > 0:
         finding += (f" Worst cell: {worst['family']} × {worst['activation']} ({worst['dead']} dead, "
                     f"{worst['vanishing']} vanishing, {worst['exploding']} exploding of {worst['runs']} runs).")
     shown = unhealthy.sort_values(["family", "activation", "network", "seed"], ignore_index=True)
-    for column in ("max_dead_fraction", "min_grad_norm", "max_grad_norm"):
-        shown[column] = shown[column].map(lambda v: f"{v:.3g}")
+    for column in ("max_dead_fraction", "min_grad_norm", "max_grad_norm"):  # absent (no such layer): blank
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    for column in ("dead_layer", "vanishing_layer", "exploding_layer"):
+        shown[column] = shown[column].fillna("")
     return Section(
         key="lenses-health", title="Health table", group="Inside the networks",
         question=(f"Which networks have a layer over {DEAD_LAYER:.0%} dead, or vanishing (< {VANISHING:g}) or "

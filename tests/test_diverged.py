@@ -139,15 +139,16 @@ def test_a_run_stopped_early_counts_with_its_last_epoch_in_the_exam_and_the_seed
 
 
 # --- the whole flow, as a user runs it ---------------------------------------------------------------
-def test_a_diverging_sgd_recipe_then_exam_and_report_say_what_was_left_out(tmp_path):
+@pytest.mark.parametrize("lenses", [["--no-lenses"], []], ids=["no-lenses", "lenses"])
+def test_a_diverging_sgd_recipe_then_exam_and_report_say_what_was_left_out(tmp_path, lenses):
     zoo = make_zoo(tmp_path / "zoo", names=HEALTHY)
     recipe = tmp_path / "sgd-huge.toml"
     recipe.write_text('[recipe]\nname = "sgd-huge"\noptimizer = "sgd"\nlr = 1e6\nepochs = 2\n')
     results = tmp_path / "results"
     runner = CliRunner()
     trained = runner.invoke(cli, ["train", "--zoo", str(zoo), "--dataset", "digits", "--results", str(results),
-                                  "--recipe", str(recipe), "--seeds", "0,1", "--workers", "1", "--device", "cpu",
-                                  "--no-lenses", "--quiet"])
+                                  "--recipe", str(recipe), "--seeds", "0,1,2", "--workers", "1", "--device", "cpu",
+                                  *lenses, "--quiet"])
     assert trained.exit_code == 0, trained.output
     networks = load(results).networks
     diverged = int((networks["status"] == "diverged").sum())
@@ -169,6 +170,11 @@ def test_a_diverging_sgd_recipe_then_exam_and_report_say_what_was_left_out(tmp_p
     assert made.exit_code == 0, made.output
     page = (tmp_path / "report" / "index.html").read_text()
     assert re.search(rf"{diverged} runs? left out \(diverged or failed\)", page)
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"(data:[^\"']+|<script.*?</script>|<style.*?</style>)", " ", page, flags=re.S))
+    if not lenses:  # the health table keeps diverged runs (their gradients), and says how many
+        assert re.search(rf"Of \d+ runs at the last epoch \({diverged} of them diverged", text), text[:2000]
+    shown = re.findall(r"\b(?:nan|NaN|inf)\b", text)
+    assert not shown, [text[max(0, m.start() - 80):m.end() + 20] for m in re.finditer(r"\b(?:nan|NaN|inf)\b", text)][:3]
 
 
 # --- case 17: BatchNorm and a last batch of one sample ----------------------------------------------
