@@ -20,13 +20,17 @@ PATH = click.Path(path_type=Path)
 
 
 def _ints(text: str | None, option: str = "--seeds") -> list[int] | None:
-    """'0,1,2' -> [0, 1, 2]; None stays None."""
+    """'0,1,2' -> [0, 1, 2]; None stays None; NetzooError for text holding no integer (e.g. '' or ',')."""
     if text is None:
         return None
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise NetzooError(f"{option} {text!r}: expected comma-separated integers like 0,1,2.") from None
+    if not values:
+        raise NetzooError(f"{option} {text!r} names no integer: pass comma-separated integers like 0,1,2, or leave "
+                          f"{option} out.")
+    return values
 
 
 def _train_job(zoo, dataset, results, data_root=None, download=False, epochs=None, networks=None, seeds=None,

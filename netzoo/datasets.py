@@ -122,9 +122,13 @@ def validation_indices(labels: "np.ndarray", fraction: float, seed: int = VALIDA
         _, held_out = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels,
                                        random_state=seed)
     except ValueError as exc:
+        n = max(len(labels), 1)
+        if fraction * n < classes:
+            fix = f"hold out at least {classes} samples, e.g. validation = {min(0.5, 2 * classes / n):.3g}"
+        else:  # too few left to train on
+            fix = f"leave at least {classes} samples to train on, e.g. validation = {max(0.5, 1 - 2 * classes / n):.3g}"
         raise DatasetError(f"validation {fraction} of {len(labels)} training samples cannot be stratified over "
-                           f"{classes} classes ({exc}): hold out at least {classes} samples, e.g. validation = "
-                           f"{min(0.5, 2 * classes / max(len(labels), 1)):.3g}.") from None
+                           f"{classes} classes ({exc}): {fix}.") from None
     return np.sort(held_out).astype(np.int64)
 
 

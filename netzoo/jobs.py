@@ -18,7 +18,7 @@ from pathlib import Path
 from netzoo import results as res
 from netzoo.claims import held_keys
 from netzoo.compact import drop_keys
-from netzoo.datasets import cached_dataset, dataset_info
+from netzoo.datasets import cached_dataset, dataset_info, validation_indices
 from netzoo.errors import NetzooError, RecipeError, ShapeMismatchError, UnknownNetworkError
 from netzoo.grouping import FUSE_MODES
 from netzoo.identity import check_dataset, check_folder, check_split, check_zoo, record_job
@@ -202,7 +202,8 @@ def plan(job: TrainJob) -> list[Task]:
     A shard i/N is where a process starts, not a fence: after every N-th key of the sorted plan from the
     i-th, it takes any key left, so whatever set of shards runs, the whole plan gets trained.
     """
-    res.results_folder(job.results, create=True)
+    if Path(job.results).exists():
+        res.results_folder(job.results)  # a file there is refused; a new folder is made once the checks pass
     keys = all_keys(job)
     found = res.scan(job.results)
     parts = job.parts()
@@ -216,6 +217,10 @@ def plan(job: TrainJob) -> list[Task]:
         check_folder(part, architectures[-1], found)
         check_zoo(part, zoo_files[-1])  # the recipe's networks were trained from this zoo's files
     data = cached_dataset(job.dataset, job.data_root, job.download, job.devices[0])
+    for part in parts:  # a validation fraction the dataset cannot split is refused before anything is written
+        if part.recipe.validation:
+            validation_indices(data.y_train.cpu().numpy(), part.recipe.validation)
+    res.results_folder(job.results, create=True)
     check_dataset(job, data)
     for part, recorded, part_files in zip(parts, architectures, zoo_files):  # one record and split per recipe
         check_split(job.results, data, part.recipe.validation)  # drawn once per folder

@@ -154,8 +154,8 @@ def test_a_damaged_job_record_is_refused_by_status_in_one_line(zoo, tmp_path, mo
     assert run_main(monkeypatch, capsys, "status", "--results", results)[0] == 0
 
 
-@pytest.mark.parametrize("seeds", ["99999999999999999999", "-1", str(2**63), "1,x"])
-def test_seeds_outside_int64_are_refused_in_one_line(zoo, tmp_path, monkeypatch, capsys, seeds):
+@pytest.mark.parametrize("seeds", ["99999999999999999999", "-1", str(2**63), "1,x", "", ","])
+def test_seeds_outside_int64_or_none_at_all_are_refused_in_one_line(zoo, tmp_path, monkeypatch, capsys, seeds):
     code, _, err = _train(monkeypatch, capsys, zoo, tmp_path / "results", "--seeds", seeds)
     assert code == 2 and "--seeds" in one_line(err)
     assert not (tmp_path / "results").exists()

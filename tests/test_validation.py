@@ -114,6 +114,38 @@ def test_a_split_too_small_to_stratify_is_refused_with_the_fix(digits):
         digits.with_validation(0.001)
 
 
+def test_a_split_leaving_too_little_to_train_on_is_refused_with_a_fix_that_works(digits):
+    with pytest.raises(DatasetError, match="leave at least 10 samples to train on, e.g. validation = 0.986") as exc:
+        digits.with_validation(0.995)
+    assert digits.with_validation(float(str(exc.value).rsplit(" = ", 1)[1].rstrip("."))).x_train.shape[0] >= 10
+
+
+@pytest.mark.parametrize("fraction", ["0.001", "0.995"])
+def test_a_refused_validation_fraction_leaves_no_results_folder(tmp_path, monkeypatch, capsys, fraction):
+    from cli_helpers import one_line, run_main
+    from zoo_fixture import make_zoo
+
+    zoo = make_zoo(tmp_path / "zoo", names=("Basic",))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[recipe]\nname = "tiny-val"\nvalidation = {fraction}\nepochs = 1\n')
+    code, _, err = run_main(monkeypatch, capsys, "train", "--zoo", zoo, "--dataset", "digits", "--results",
+                            tmp_path / "results", "--recipe", recipe, "--workers", "1", "--device", "cpu", "--quiet")
+    assert code == 2 and "validation" in one_line(err)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_missing_data_root_leaves_no_results_folder(tmp_path, monkeypatch, capsys):
+    from cli_helpers import one_line, run_main
+    from zoo_fixture import make_zoo
+
+    zoo = make_zoo(tmp_path / "zoo", names=("Basic",))
+    code, _, err = run_main(monkeypatch, capsys, "train", "--zoo", zoo, "--dataset", "mnist", "--results",
+                            tmp_path / "results", "--data-root", tmp_path / "nothing", "--workers", "1",
+                            "--device", "cpu", "--quiet")
+    assert code == 2 and one_line(err)
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_split_dataset_is_never_split_again_nor_described_as_the_full_one(digits):
     split = digits.with_validation(0.25)
     with pytest.raises(ValueError, match="already holds out"):
