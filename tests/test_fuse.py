@@ -20,11 +20,11 @@ from netzoo.errors import FusionError, NetzooError, ShapeMismatchError
 from netzoo.fuse import (SeededDropout, dropout_generator, fuse, fused_parameter_views, seeded_dropout, split_runs,
                          unfuse)
 from netzoo.fuse_optim import RunOptimizer
-from netzoo.generate import generate_zoo
 from netzoo.recipe import Recipe
 from netzoo.train import init_weights, make_optimizer, make_schedule
 from netzoo.zoo import load_network
 from one_thread import one_thread  # noqa: F401 (module-wide fixture)
+from zoo_fixture import plain_and_regularised
 
 # one network per family, the activations spread over them (names of the default digits zoo)
 NETWORKS = ["Basic", "LinearReLU_2", "LinearSigmoid_1", "Conv1dNone_2", "Conv1dTanh_1", "Conv1dThenLinearReLU_2",
@@ -40,11 +40,7 @@ BATCH = 6
 
 @pytest.fixture(scope="module")
 def zoos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zoos")
-    generate_zoo("default", dataset="digits", out=root / "plain", networks=NETWORKS, progress=False)
-    generate_zoo("default", dataset="digits", out=root / "regularised", networks=REGULARISED, progress=False,
-                 batch_norm=True, dropout=0.2)
-    return root
+    return plain_and_regularised(tmp_path_factory.mktemp("zoos"), NETWORKS, REGULARISED)
 
 
 @pytest.fixture(scope="module")

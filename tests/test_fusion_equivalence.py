@@ -22,11 +22,11 @@ import torch
 
 import netzoo.train
 from netzoo.datasets import load_dataset
-from netzoo.generate import generate_zoo
 from netzoo.recipe import STUDY
 from netzoo.train import Run, train_runs
 from netzoo.zoo import load_network
 from one_thread import one_thread  # noqa: F401 (module-wide fixture)
+from zoo_fixture import plain_and_regularised
 
 # netzoo.benchmarks.study.bench_sample of the default digits zoo: one network per family at its median training
 # FLOPs, plus Basic (docs/benchmarks.md)
@@ -41,11 +41,7 @@ LENS_COLUMNS = ("grad_norm_mean", "grad_norm_max", "dead_grad_fraction", "var_me
 
 @pytest.fixture(scope="module")
 def zoos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zoos")
-    generate_zoo("default", dataset="digits", out=root / "plain", networks=SAMPLE, progress=False)
-    generate_zoo("default", dataset="digits", out=root / "regularised", networks=REGULARISED, progress=False,
-                 batch_norm=True, dropout=0.2)
-    return root
+    return plain_and_regularised(tmp_path_factory.mktemp("zoos"), SAMPLE, REGULARISED)
 
 
 

@@ -133,3 +133,15 @@ def digits_job(zoo: Path, results: Path, epochs: int = 2, **changes):
     options = {"recipe": STUDY.replace(epochs=epochs), "workers": 1, "devices": ("cpu",), "lenses": False,
                "quiet": True, **changes}
     return TrainJob(zoo=zoo, dataset="digits", results=results, **options)
+
+
+def plain_and_regularised(root: Path, plain, regularised) -> Path:
+    """Two digits zoos of the default spec under ``root``: ``plain/`` holding the networks ``plain``, and
+    ``regularised/`` holding ``regularised`` generated with BatchNorm after each hidden layer and Dropout(0.2)
+    after each activation (the fusion tests' cases)."""
+    from netzoo.generate import generate_zoo
+
+    generate_zoo("default", dataset="digits", out=root / "plain", networks=list(plain), progress=False)
+    generate_zoo("default", dataset="digits", out=root / "regularised", networks=list(regularised), progress=False,
+                 batch_norm=True, dropout=0.2)
+    return root
