@@ -104,10 +104,10 @@ def cascades(tables, thresholds=THRESHOLDS, metric: str = METRIC, epoch: int | N
     time_per_sample_s (NaN where not recorded). A description of the test split (see the module docstring);
     the candidates are picked on the selection metric. attrs: metric, candidates, selected_by, left_out."""
     tables = for_recipe(tables, recipe)
+    pool = candidates(tables, metric, epoch, recipe, cheapest_good, select_on=select_on)  # no answering run: says so
     if tables.predictions.empty or "probs" not in tables.predictions.columns:
         raise ResultsError("Cascades need the predictions table with its probs column "
                            "(netzoo train writes it for every network).")
-    pool = candidates(tables, metric, epoch, recipe, cheapest_good, select_on=select_on)
     selected_by = pool.attrs["selected_by"]
     answers, labels, left_out = _answers(tables, pool["network"].tolist(), epoch)
     pool = pool[pool["network"].isin(answers)].reset_index(drop=True)

@@ -227,8 +227,8 @@ def health(tables, recipe: str | None = None, dead: float = DEAD_LAYER, vanishin
            exploding: float = EXPLODING) -> pd.DataFrame:
     """Runs with a layer over ``dead`` dead, a mean gradient norm under ``vanishing``, or a max over ``exploding``.
 
-    At each run's last epoch, every run trained: a run that diverged is kept (its exploding gradients are what
-    this table is for). Columns: network, recipe_hash, seed, family, activation, problems (e.g.
+    At each run's last epoch, every run trained: a run that diverged is kept, and counts as exploding (its
+    gradient norms are not finite, so no layer's max names it; its exploding columns are then empty). Columns: network, recipe_hash, seed, family, activation, problems (e.g.
     "dead, vanishing"), dead_layer, max_dead_fraction, vanishing_layer, min_grad_norm, exploding_layer,
     max_grad_norm. One row per unhealthy run, worst layers named; empty when every run is healthy.
     """
@@ -239,6 +239,9 @@ def health(tables, recipe: str | None = None, dead: float = DEAD_LAYER, vanishin
         return pd.DataFrame(columns=columns)
     tables = for_recipe(tables, recipe)
     rows = last_epoch_rows(tables.layers)
+    networks = tables.networks
+    diverged = set(map(tuple, networks.loc[networks["status"] == "diverged", RUN].to_numpy().tolist())) \
+        if "status" in networks else set()
     out = []
     for key, group in rows.groupby(RUN, sort=True, observed=True):
         worst_dead = group.loc[group["dead_fraction"].idxmax()] if group["dead_fraction"].notna().any() else None
@@ -247,7 +250,8 @@ def health(tables, recipe: str | None = None, dead: float = DEAD_LAYER, vanishin
         problems = [name for name, hit in (
             ("dead", worst_dead is not None and worst_dead["dead_fraction"] > dead),
             ("vanishing", weak is not None and weak["grad_norm_mean"] < vanishing),
-            ("exploding", strong is not None and strong["grad_norm_max"] > exploding)) if hit]
+            # a diverged run's gradient norms are NaN or inf (not finite): its gradients exploded
+            ("exploding", (strong is not None and strong["grad_norm_max"] > exploding) or key in diverged)) if hit]
         if problems:
             out.append(key + (", ".join(problems),
                               worst_dead["layer"] if worst_dead is not None else None,

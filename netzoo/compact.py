@@ -135,8 +135,10 @@ def drop_keys(results_dir: str | Path, keys) -> int:
                 changed, removed = True, removed + dropped
                 if rest:
                     entries.append(rest)
-            if changed:
+            if changed and entries:
                 files.atomic_write_text(index, json.dumps({**record, "files": entries}))
+            elif changed:  # no file of that compaction holds a row any more
+                index.unlink()
     return removed
 
 

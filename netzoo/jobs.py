@@ -36,7 +36,8 @@ def check_seeds(seeds) -> tuple[int, ...]:
     for seed in seeds:
         if not 0 <= seed <= MAX_SEED:
             raise NetzooError(f"--seeds {seed}: a training seed is an integer from 0 to {MAX_SEED} (seeds are "
-                              "stored as int64 and seed torch's generators); pick a smaller one.")
+                              f"stored as int64 and seed torch's generators); pick one "
+                              f"{'from 0 up' if seed < 0 else 'below that'}.")
     return seeds
 
 

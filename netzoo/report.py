@@ -26,7 +26,7 @@ import pandas as pd
 
 from analysis.section import Section
 from netzoo import files
-from netzoo.errors import ResultsError
+from netzoo.errors import NetzooError, ResultsError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ def load_tables(results_dir: Path):
 def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MODULES,
                      select_on: str | None = None) -> list[Section]:
     """Every listed module's sections, in order, networks picked on ``select_on`` wherever a module picks.
-    Missing modules are skipped; a failing one becomes a "Skipped" section naming the error."""
+    Missing modules are skipped; a module whose question the results cannot answer (NetzooError) becomes a
+    "Not answered" section saying why, one that fails otherwise a "Skipped" section naming the error (logged with
+    its traceback: a bug)."""
     sections: list[Section] = []
     for name in modules:
         if importlib.util.find_spec(name) is None:
@@ -66,6 +68,9 @@ def collect_sections(tables, results_dir: Path | None = None, modules=REPORT_MOD
             continue
         try:
             sections += module.report_sections(tables, results_dir=results_dir, select_on=select_on)
+        except NetzooError as exc:  # a question these results cannot answer (e.g. every run diverged): said, no trace
+            log.info("report: %s: not answered: %s", name, exc)
+            sections.append(Section(name, name, f"Sections of {name}", f"Not answered: {exc}", group="Skipped"))
         except Exception as exc:  # one module's bug must not cost the whole report
             log.warning("report: %s.report_sections failed: %s", name, exc, exc_info=True)
             sections.append(Section(name, name, f"Sections of {name}", f"Not shown: {type(exc).__name__}: {exc}",

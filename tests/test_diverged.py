@@ -108,6 +108,11 @@ def test_the_exam_of_a_recipe_under_which_every_run_diverged_says_so_in_one_line
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: No run answers: all 1 runs of this recipe diverged or failed")
         assert len(proc.stderr.strip().splitlines()) == 1 and not proc.stdout
+    made = subprocess.run([sys.executable, "-m", "netzoo.cli", "report", "--results", str(tmp_path / "results")],
+                          capture_output=True, text=True)
+    assert made.returncode == 0 and "Traceback" not in made.stderr, made.stderr
+    page = (tmp_path / "results" / "report" / "index.html").read_text()
+    assert "Not answered: No run answers" in page and "Not shown: " not in page  # no section failed
 
 
 # --- case 10: one rule for means over seeds ---------------------------------------------------------
@@ -171,8 +176,10 @@ def test_a_diverging_sgd_recipe_then_exam_and_report_say_what_was_left_out(tmp_p
     page = (tmp_path / "report" / "index.html").read_text()
     assert re.search(rf"{diverged} runs? left out \(diverged or failed\)", page)
     text = re.sub(r"<[^>]+>", " ", re.sub(r"(data:[^\"']+|<script.*?</script>|<style.*?</style>)", " ", page, flags=re.S))
-    if not lenses:  # the health table keeps diverged runs (their gradients), and says how many
-        assert re.search(rf"Of \d+ runs at the last epoch \({diverged} of them diverged", text), text[:2000]
+    if not lenses:  # the health table keeps diverged runs (their gradients), says how many, counts them exploding
+        found = re.search(rf"Of \d+ runs at the last epoch \({diverged} of them diverged[^)]*\):.*? (\d+) with one over "
+                          r"[\d.e+]+ \(exploding\)", text, flags=re.S)
+        assert found and int(found.group(1)) >= diverged, text[:3000]
     shown = re.findall(r"\b(?:nan|NaN|inf)\b", text)
     assert not shown, [text[max(0, m.start() - 80):m.end() + 20] for m in re.finditer(r"\b(?:nan|NaN|inf)\b", text)][:3]
 
