@@ -140,3 +140,16 @@ def test_a_group_holds_no_more_than_each_workers_share_of_the_tasks(tmp_path, mo
     job = digits_job(zoo, tmp_path / "r", epochs=1, seeds=(1, 2, 3, 4, 5), workers=2)
     tasks.run_tasks(job, plan(job))  # this process as one of the two workers: it trains every key
     assert [len(g) for g in groups] == [3, 2]
+
+
+def test_each_task_has_one_outcome_when_runs_train_in_groups(tmp_path):
+    """Tasks trained in an earlier task's group are not claimed, scanned and reported again ('already complete'),
+    which the Ray executor would count as a second run."""
+    from netzoo.executors import tasks
+    from netzoo.jobs import plan
+
+    zoo = make_zoo(tmp_path / "zoo", names=("LinearReLU_1",))
+    job = digits_job(zoo, tmp_path / "r", epochs=1, seeds=(1, 2, 3, 4, 5), workers=2)
+    outcomes = tasks.run_tasks(job, plan(job))
+    assert sorted(o.seed for o in outcomes) == [1, 2, 3, 4, 5]
+    assert {o.status for o in outcomes} == {"done"}

@@ -163,12 +163,13 @@ class Groups:
         return self.rows[task.recipe_hash][task.network]
 
 
-def claim_group(job: TrainJob, task: Task, groups: Groups, claims: Claims, device: str) -> list[Task]:
+def claim_group(job: TrainJob, task: Task, groups: Groups, claims: Claims, device: str,
+                trained=frozenset()) -> list[Task]:
     """The other tasks that train in ``task``'s group, claimed (their claims are now held), when the job fuses
     and fusion pays on ``device`` (netzoo.grouping.fusion_pays); else []. A group holds at most MAX_GROUP_RUNS
     runs, and no more than the task list's share per worker (``job.workers``): a sweep of one network fills
-    every worker, not one."""
-    others = groups.candidates(task)
+    every worker, not one. Tasks whose keys are in ``trained`` (this worker trained them already) are left out."""
+    others = [t for t in groups.candidates(task) if t.key not in trained]
     if not fusion_pays(groups.row(task), device, 1 + len(others), job.fuse):
         return []
     size = MAX_GROUP_RUNS if not job.workers else min(MAX_GROUP_RUNS, max(2, -(-groups.tasks // job.workers)))
@@ -189,7 +190,8 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
     """Train ``tasks`` in this process on ``device``, one after another; return one Outcome per task.
 
     Each key is claimed first (DIR/claims/), so any number of processes on any machines may run this on
-    the same task list: a key held by a live worker, or already complete, is skipped (status ``skipped``).
+    the same task list: a key held by a live worker, or already complete, is skipped (status ``skipped``); a key
+    trained in an earlier task's group has its outcome from that group, once.
     ``on_start(task)`` is called when a task starts training, ``on_outcome(outcome)`` after each task;
     ``stop()`` returning True ends the loop early (between tasks).
     """
@@ -200,7 +202,7 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
     check_dataset(job, cached_dataset(job.dataset, job.data_root, job.download, device))
     claims = Claims(job.results)
     groups = Groups(job, tasks)
-    outcomes = []
+    outcomes, trained_here = [], set()  # keys trained in an earlier task's group: their outcome is reported
 
     def report(outcome: Outcome) -> None:
         outcomes.append(outcome)
@@ -211,6 +213,8 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
         for task in tasks:
             if stop is not None and stop():
                 break
+            if task.key in trained_here:
+                continue
             if not claims.acquire(task.key):
                 report(Outcome(task.network, task.seed, "skipped", error="claimed by another worker",
                                recipe_hash=task.recipe_hash))
@@ -222,7 +226,7 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
                 continue
             group = []
             try:
-                group = claim_group(job, task, groups, claims, device)
+                group = claim_group(job, task, groups, claims, device, trained_here)
                 for member in [task] + group:
                     if on_start is not None:
                         on_start(member)
@@ -230,6 +234,7 @@ def run_tasks(job: TrainJob, tasks: list[Task], device: str = "cpu", on_outcome=
             finally:
                 for member in [task] + group:
                     claims.release(member.key)
+            trained_here.update(member.key for member in [task] + group)
             for outcome in trained:
                 report(outcome)
     finally:
