@@ -62,7 +62,7 @@ def answer_verdict(question: str, results_dir, epoch: int | None = None, recipe:
         return frame
     rp = run_probs(tables, epoch, recipe)
     known = read_known_label_errors(known_label_errors, rp.samples) if known_label_errors is not None else None
-    issues = label_issues(tables, network=network, rp=rp, select_on=select_on)
+    issues = label_issues(tables, recipe=recipe, network=network, rp=rp, select_on=select_on)
     if known is not None:
         precision = precision_at_k(issues, known)
         issues.attrs["notes"].append(precision_line(precision, issues.attrs["cleanlab_network"]))
