@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.beyond import front_mask
-from analysis.label_issues import answering_predictions, at_epoch
-from analysis.population import METRIC, for_recipe, population
+from analysis.label_issues import answering_predictions
+from analysis.population import METRIC, final_epochs, for_recipe, population
 from netzoo.errors import ResultsError
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)  # τ on the cheap network's top probability
@@ -77,7 +77,7 @@ def _answers(tables, names, epoch: int | None) -> tuple[dict, np.ndarray, int]:
     preds = preds[preds["network"].isin(names)]
     if preds.empty:
         return {}, np.array([]), left_out
-    preds = at_epoch(preds, epoch)
+    preds = final_epochs(preds, epoch)
     seed = preds.groupby("network")["seed"].transform("min")
     preds = preds[preds["seed"] == seed].sort_values(["network", "sample"])
     epochs = tables.epochs

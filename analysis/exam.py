@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.population import (BASIC, GOLD, GOOD, METRIC, basic_row, for_recipe, left_out_note, mean_over_seeds,
+from analysis.population import (BASIC, GOLD, GOOD, METRIC, basic_row, for_recipe, mean_over_seeds,
                                  per_epoch, population, resolve_epoch, selection_metric, selection_note, split_of)
 from analysis.samples import q8_samples
 from netzoo.errors import NetzooError, ResultsError
@@ -116,9 +116,7 @@ def q3_train_time(tables, **kw) -> pd.DataFrame:
     when times are a fused group's share (amortised_note)."""
     frame = cost_by_group(tables, "train_time_s", **kw)
     note = amortised_note(tables, kw.get("recipe"))
-    # notes replace the CLI's closing left-out note: so they end with it (as label-issues' do)
-    left_out = left_out_note(frame.attrs.get("left_out", 0)).strip()
-    frame.attrs["notes"] = [note] + ([left_out] if left_out else []) if note else []
+    frame.attrs["notes"] = [note] if note else []  # the CLI says the runs left out after the notes
     return frame
 
 

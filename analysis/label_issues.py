@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.population import answering_runs, as_tables, for_recipe, selection_metric, split_of
+from analysis.population import answering_runs, as_tables, final_epochs, for_recipe, selection_metric, split_of
 from analysis.samples import KINDS, classify
 from netzoo.errors import LabelListError, ResultsError
 
@@ -82,15 +82,6 @@ def answering_predictions(tables) -> tuple[pd.DataFrame, int]:
     answering = preds[key].drop_duplicates()
     return preds, int(len(all_runs.merge(answering, on=key, how="left", indicator=True)
                           .query("_merge == 'left_only'")))
-
-
-def at_epoch(preds: pd.DataFrame, epoch: int | None) -> pd.DataFrame:
-    """The rows of ``epoch``, or of each run's last recorded epoch when None (a run stopped early answers
-    with its last one)."""
-    if preds.empty or "epoch" not in preds.columns:
-        return preds
-    last = preds.groupby(["network", "seed"])["epoch"].transform("max")
-    return preds[preds["epoch"] == (epoch if epoch is not None else last)]
 
 
 @dataclass(frozen=True)
@@ -131,7 +122,7 @@ def run_probs(tables, epoch: int | None = None, recipe: str | None = None) -> Ru
         raise ResultsError("The results hold no predictions with probabilities: label issues and cascades need "
                            "the predictions table's probs (netzoo train writes them for every network).")
     preds, left_out = answering_predictions(tables)
-    preds = at_epoch(preds, epoch)
+    preds = final_epochs(preds, epoch)
     if preds.empty:
         raise ResultsError(f"No run answers{'' if epoch is None else f' at epoch {epoch}'}: every run diverged, "
                            f"failed or stored no probabilities ({left_out} left out).")

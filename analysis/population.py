@@ -218,7 +218,10 @@ def resolve_epoch(epochs: pd.DataFrame, epoch: int | None) -> int:
 # --- means over seeds: the one rule the exam, the seed report and compare share ------------------
 def final_epochs(epochs: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
     """The rows at ``epoch``, or each run's last recorded epoch when None (a run stopped early answers with the
-    epoch it stopped at). Works on epochs, predictions and layers frames."""
+    epoch it stopped at). Works on epochs, predictions and layers frames; one without an epoch column (a
+    single epoch's table) is returned as it is."""
+    if "epoch" not in epochs.columns:
+        return epochs
     if epochs.empty or epoch is not None:
         return epochs if epochs.empty else epochs[epochs["epoch"] == epoch]
     if epochs["epoch"].nunique() == 1:  # e.g. loaded with epoch="last" and no run stopped early

@@ -25,6 +25,7 @@ from analysis.beyond import front_mask
 from analysis.exam_report import collect, num, pct, test_images
 from analysis.population import as_tables, label
 from analysis.section import Section
+from analysis.verdicts import read_known_label_errors
 from netzoo.errors import NetzooError
 
 GROUP = "Beyond the study"
@@ -97,7 +98,7 @@ def _known(results_dir, samples) -> list[int] | None:
     path = Path(results_dir) / KNOWN_FILE if results_dir is not None else None
     if path is None or not path.is_file():
         return None
-    return li.parse_sample_list(path.read_text(), samples, source=str(path))
+    return read_known_label_errors(path, samples)
 
 
 def _label_sections(tables, rp, known, key, title, question, select_on=None):

@@ -227,6 +227,14 @@ class _FileCheck:
     rows: tuple = ()        # (key, dataset, arch_id, ((epoch, weights sha256), …)) of a networks file
     metadata: str = ""      # the netzoo.parts record of a networks part
 
+    @functools.cached_property
+    def row_of(self) -> dict:
+        """Key -> its first row: one lookup per key, not a walk of a compact file's rows per key."""
+        first: dict = {}
+        for row in self.rows:
+            first.setdefault(row[0], row)
+        return first
+
 
 @dataclass(frozen=True)
 class _Compacted:
@@ -245,17 +253,14 @@ def _signature(path: Path) -> tuple:
 
 
 def file_sha256(path) -> str:
-    """The sha256 of a file's bytes (hex), read in 1 MiB blocks; cached while the file is unchanged."""
+    """The sha256 of a file's bytes (hex, hashlib.file_digest); cached while the file is unchanged."""
     return _sha256(_signature(Path(path)))
 
 
 @functools.lru_cache(maxsize=65536)
 def _sha256(signature: tuple) -> str:
-    digest = hashlib.sha256()
     with open(signature[0], "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _check(path: Path, table: str, classes: int) -> _FileCheck:
@@ -375,8 +380,8 @@ def _decide(layout: _Layout, key: Key) -> tuple[dict | None, Problem | None, tup
             moved = layout.dir / DAMAGED_DIR / path.parent.name / path.name
             note = f" (a damaged one is in {moved.parent})" if moved.exists() else ""
             return None, Problem(key, "incomplete", f"no weights file for epoch {epoch}{note}"), row
-        except OSError as exc:
-            same, _ = False, exc
+        except OSError:
+            same = False
         if not same:
             return None, Problem(key, "damaged", f"weights file {path.name} of epoch {epoch}: its bytes differ from "
                                                  f"the sha256 its networks row recorded", (path,)), row
@@ -437,15 +442,14 @@ def _decide_tables(layout: _Layout, key: Key) -> tuple[dict | None, Problem | No
             if error := layout.compact_error(compacted):
                 return damaged(f"{table} compact file {compacted.path.name}: {error}", compacted.path)
             if table == "networks":
-                rows = [r for r in layout.check(compacted.path, "networks").rows if r[0] == key]
-                row = rows[0] if rows else None
+                row = layout.check(compacted.path, "networks").row_of.get(key)
             sources[table] = (Source(compacted.path, True),)
     else:
         holders = [p for p in layout.foreign["networks"] if key in layout.check(p, "networks").keys]
         if not holders:
             return None, Problem(key, "incomplete", "no networks part (a run stopped while training it, or is "
                                                     "training it now)"), None
-        row = next(r for r in layout.check(holders[0], "networks").rows if r[0] == key)
+        row = layout.check(holders[0], "networks").row_of[key]
         sources = {"networks": tuple(Source(p, True) for p in holders)}
         for table in SIBLINGS:
             bad = [p for p in layout.foreign[table] if layout.check(p, table).error]
@@ -493,9 +497,10 @@ def scan(results_dir, keys=None, fresh: bool = False) -> Scan:
     if wanted is None:  # damaged compact files no key's problem names (superseded, or their keys unknown)
         named = {path for problem in found.problems for path in problem.files}
         used = {s.path for sources in found.complete.values() for table in sources.values() for s in table}
+        accounted = named | used
         for table in TABLES:
             for compacted in layout.compacted[table]:
-                if compacted.path not in named | used and compacted.path.exists() \
+                if compacted.path not in accounted and compacted.path.exists() \
                         and (error := layout.compact_error(compacted)):
                     found.problems.append(Problem(None, "damaged", error, (compacted.path,)))
             for path in layout.foreign[table]:

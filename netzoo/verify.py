@@ -26,17 +26,21 @@ __all__ = ["Problem", "verify", "verify_report"]
 def verify(results_dir) -> list[Problem]:
     """Every problem of ``results_dir`` (damaged, incomplete or inconsistent keys, and damaged files whose keys
     cannot be told), sorted by key; [] when every key is whole. Raises ResultsError for a missing folder."""
+    return _verify(results_dir)[0]
+
+
+def _verify(results_dir):
+    """(problems, the scan they come from): one fresh scan."""
     results_dir = results_folder(results_dir)
     held = held_keys(results_dir)
-    problems = scan(results_dir, fresh=True).problems
-    return [p for p in problems if not (p.kind == "incomplete" and p.key in held)]
+    found = scan(results_dir, fresh=True)
+    return [p for p in found.problems if not (p.kind == "incomplete" and p.key in held)], found
 
 
 def verify_report(results_dir) -> tuple[str, bool]:
     """(text, ok): one line per problem, then a summary line; ok when every key is whole."""
     results_dir = Path(results_dir)
-    problems = verify(results_dir)
-    found = scan(results_dir)  # cached by now: every file was just read
+    problems, found = _verify(results_dir)
     bad_keys = {p.key for p in problems if p.key is not None}
     keys = len(found.complete) + len(bad_keys)
     if not problems:

@@ -204,14 +204,14 @@ def check_files(zoo_dir: str | Path, names=None) -> None:
         _check_bytes(path, _read(path, _fix(row, zoo_dir)), row.get("file_sha256"), _fix(row, zoo_dir))
 
 
-def _manifest_row_of(path: Path) -> pd.Series:
-    """The row of the manifest beside ``path`` that names it, else ZooError."""
-    manifest = read_manifest(path.parent)
-    rows = manifest[manifest["file"] == path.name]
-    if rows.empty:
+def _manifest_row_of(path: Path) -> dict:
+    """The row of the manifest beside ``path`` that names it (its file is always '<network>.py'; the cached
+    rows, not a fresh read per network), else ZooError."""
+    row = manifest_rows(path.parent).get(path.stem) if path.suffix == ".py" else None
+    if row is None:
         raise ZooError(f"{path} is not in {path.parent / 'manifest.parquet'}; netzoo runs only the files it "
                        f"generated. Regenerate the zoo: netzoo generate --out {path.parent}")
-    return rows.iloc[0]
+    return row
 
 
 def _read(path: Path, fix: str) -> bytes:
