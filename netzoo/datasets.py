@@ -36,7 +36,8 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     # digits: 1797 images split 80/20 stratified (DIGITS_TEST_FRACTION): 1437 train, 360 test
     "digits": DatasetInfo("digits", (1, 8, 8), 10, "scikit-learn's bundled load_digits (embedded, offline)", 1437, 360),
-    # the three torchvision datasets: 60,000 train and 10,000 test images each (SPLIT_SIZES)
+    # the three torchvision datasets: 60,000 train and 10,000 test images each (yann.lecun.com/exdb/mnist,
+    # github.com/zalandoresearch/fashion-mnist, github.com/rois-codh/kmnist)
     "mnist": DatasetInfo("mnist", (1, 28, 28), 10, "torchvision.datasets.MNIST", 60000, 10000),
     "fashion-mnist": DatasetInfo("fashion-mnist", (1, 28, 28), 10, "torchvision.datasets.FashionMNIST", 60000, 10000),
     "kmnist": DatasetInfo("kmnist", (1, 28, 28), 10, "torchvision.datasets.KMNIST", 60000, 10000),
@@ -61,9 +62,6 @@ CACHE_DIR = Path(os.environ.get("NETZOO_CACHE", "~/.cache/netzoo")).expanduser()
 
 # torchvision class name (also its folder under the root) of each torchvision dataset.
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-# Images per split, the same for MNIST, Fashion-MNIST and KMNIST (yann.lecun.com/exdb/mnist,
-# github.com/zalandoresearch/fashion-mnist, github.com/rois-codh/kmnist); "t10k" is the test split's file prefix.
-SPLIT_SIZES = {"train": 60000, "t10k": 10000}
 
 
 VALIDATION_SEED = 0  # the split seed of every validation split: one held-out set for every network and seed
@@ -87,10 +85,8 @@ class ValidationSplit:
 
     @property
     def sha256(self) -> str:
-        """sha256 of the indices as little-endian int64: what tells two splits apart."""
-        import hashlib
-
-        return hashlib.sha256(self.indices.astype("<i8").tobytes()).hexdigest()
+        """``indices_sha256`` of its indices: what tells two splits apart."""
+        return indices_sha256(self.indices)
 
     def record(self) -> dict:
         """What DIR/splits/<name>.json records (``netzoo.identity.record_split``)."""
@@ -100,6 +96,15 @@ class ValidationSplit:
                 "class_counts": list(self.class_counts), "stratified_by": "class",
                 "drawn_with": f"sklearn.model_selection.train_test_split(stratify=labels, random_state={self.seed})",
                 "indices": f"splits/{self.name}.npy", "indices_sha256": self.sha256}
+
+
+def indices_sha256(indices) -> str:
+    """sha256 (hex) of sample positions as little-endian int64."""
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.asarray(indices).astype("<i8").tobytes()).hexdigest()
 
 
 def split_name(fraction: float, seed: int = VALIDATION_SEED) -> str:
@@ -300,9 +305,10 @@ def published_files(name: str) -> tuple[IdxFile, ...]:
     import torchvision.datasets as tvd
 
     md5 = {gz.removesuffix(".gz"): digest for gz, digest in getattr(tvd, _TORCHVISION[name]).resources}
-    _, rows, cols = dataset_info(name).input_shape
+    info = dataset_info(name)
+    _, rows, cols = info.input_shape
     files = []
-    for split, count in SPLIT_SIZES.items():
+    for split, count in (("train", info.train_size), ("t10k", info.test_size)):  # "t10k": the test files' prefix
         files.append(IdxFile(f"{split}-images-idx3-ubyte", (count, rows, cols), md5[f"{split}-images-idx3-ubyte"]))
         files.append(IdxFile(f"{split}-labels-idx1-ubyte", (count,), md5[f"{split}-labels-idx1-ubyte"]))
     return tuple(files)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from netzoo import files
 from netzoo import results as res
+from netzoo.datasets import indices_sha256
 from netzoo.errors import ResultsError
 
 log = logging.getLogger(__name__)
@@ -146,15 +147,20 @@ def check_dataset(job, data) -> None:
                            f"(e.g. --results results/{job.dataset}).")
 
 
-def _indices_sha256(path: Path) -> str | None:
-    """sha256 of the int64 indices a .npy file holds, None when it is missing or unreadable."""
+def _saved_indices(path: Path):
+    """The int64 indices a .npy file holds, None when it is missing or unreadable."""
     import numpy as np
 
     try:
-        indices = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    return hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()
+
+
+def _indices_sha256(path: Path) -> str | None:
+    """``datasets.indices_sha256`` of the indices a .npy file holds, None when it is missing or unreadable."""
+    indices = _saved_indices(path)
+    return None if indices is None else indices_sha256(indices)
 
 
 def record_split(results_dir, split) -> Path:
@@ -194,8 +200,6 @@ def check_split(results_dir, data, fraction: float):
     from DIR/splits/ when recorded and whole (no scikit-learn import: a worker reads what the plan drew), else
     drawn (``Dataset.with_validation``) and recorded (``record_split``, which refuses another split under the
     same name). None for fraction 0. ``data``: the full dataset."""
-    import numpy as np
-
     from netzoo.datasets import split_name
 
     if not fraction:
@@ -206,9 +210,10 @@ def check_split(results_dir, data, fraction: float):
         record = res.read_record(folder / f"{name}.json")
     except ResultsError:
         record = None
-    if record is not None and record.get("dataset") == data.name and \
-            _indices_sha256(folder / f"{name}.npy") == record.get("indices_sha256"):
-        return np.load(folder / f"{name}.npy", allow_pickle=False)
+    saved = _saved_indices(folder / f"{name}.npy") if record is not None and record.get("dataset") == data.name \
+        else None
+    if saved is not None and indices_sha256(saved) == record.get("indices_sha256"):
+        return saved
     split = data.with_validation(fraction).validation
     record_split(results_dir, split)
     return split.indices
